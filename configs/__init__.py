@@ -1,0 +1,1 @@
+"""Runnable YAML recipes and the demo corpus (installed as `curate.configs`)."""

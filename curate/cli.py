@@ -1,0 +1,174 @@
+"""The `curate` command line: run, validate, demo, sql, inspect."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import sys
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+
+import typer
+
+from curate.errors import CurateError
+
+app = typer.Typer(help="Curate and select language-model training data.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+DEMO_QUERIES = [
+    ("Why were rows dropped?",
+     "SELECT stage, reason, count(*) AS rows FROM rejected GROUP BY ALL ORDER BY rows DESC"),
+    ("Which rows were near duplicates, and of what?",
+     "SELECT r.id, r.duplicate_of, round(r.score, 2) AS est_jaccard, left(r.text, 50) AS text "
+     "FROM rejected r WHERE r.reason = 'near_duplicate' LIMIT 5"),
+    ("What is left, by source?",
+     "SELECT source, count(*) AS kept FROM final GROUP BY source ORDER BY kept DESC"),
+]
+
+
+def _fail(error: Exception) -> None:
+    from curate.console import console
+
+    console.print(f"[bold red]error:[/] {error}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _run(config_path: Path, output: Path | None, workers: int | None, no_prefect: bool, verbose: bool) -> Path:
+    from curate.config import load_config
+    from curate.console import RichProgress, console, stage_table
+    from curate.summary import summarize_run
+
+    _quiet_prefect(verbose)
+    out = str(output.resolve()) if output else None
+    try:
+        config = load_config(config_path, output=out)
+        if workers:
+            config.engine.workers = workers
+        with RichProgress():
+            if no_prefect or not config.engine.prefect:
+                from curate.executors import ThreadExecutor
+                from curate.runner import run_pipeline
+
+                run_pipeline(config, ThreadExecutor(config.engine.workers, config.engine.retries))
+            else:
+                from curate.flows.pipeline import run_flow
+
+                run_flow(str(config_path), output=out, workers=workers)
+    except CurateError as error:
+        _fail(error)
+    run_dir = config.output_dir()
+    console.print(stage_table(summarize_run(run_dir), title=f"run {config.name!r} -> {run_dir}"))
+    return run_dir
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="pipeline config (YAML)"),
+    output: Path = typer.Option(None, "--output", "-o", help="run directory (default: the config's `output`)"),
+    workers: int = typer.Option(None, "--workers", "-w", help="parallel tasks (default: engine.workers)"),
+    no_prefect: bool = typer.Option(False, "--no-prefect", help="run in-process without Prefect"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show curate's and Prefect's logs"),
+) -> None:
+    """Run a pipeline config. Finished stages are skipped; interrupted ones resume."""
+    _run(config, output, workers, no_prefect, verbose)
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="pipeline config (YAML)")) -> None:
+    """Check a config (keys, stage names and parameters, input paths) without running it."""
+    from curate.config import load_config
+    from curate.console import console
+    from curate.io.sources import plan_units
+
+    try:
+        cfg = load_config(config)
+        units = plan_units(cfg)
+    except CurateError as error:
+        _fail(error)
+    console.print(f"[green]ok[/]: {cfg.name!r}: {len(units)} input file(s) -> {cfg.output_dir()}")
+    for spec in cfg.stage_specs():
+        console.print(f"  {spec.label}: {json.dumps(spec.params)}", highlight=False)
+
+
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("curate-demo"), "--output", "-o", help="run directory"),
+    no_prefect: bool = typer.Option(False, "--no-prefect", help="run in-process without Prefect"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the demo pipeline on the packaged demo corpus, then show what SQL can ask of it."""
+    from curate.console import arrow_table, console
+    from curate.sql import query
+
+    config = Path(str(resources.files("curate.configs") / "demo.yaml"))
+    run_dir = _run(config, output, None, no_prefect, verbose)
+    console.print("\n[bold]Ask the run with SQL[/] (DuckDB; one view per stage, plus rejected, final, manifest):")
+    for question, sql in DEMO_QUERIES:
+        console.print(f"\n[bold]{question}[/]\n  curate sql {run_dir} \"{sql}\"", highlight=False)
+        console.print(arrow_table(query(run_dir, sql), max_rows=8))
+
+
+@app.command()
+def sql(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    query_text: str = typer.Argument(..., metavar="QUERY", help="SQL (DuckDB dialect)"),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="output format"),
+    max_rows: int = typer.Option(50, "--max-rows", help="rows shown with --format table"),
+) -> None:
+    """Query a run with SQL: views per stage (by name), final, rejected, target, manifest."""
+    import duckdb
+
+    from curate.console import arrow_table, console
+    from curate.sql import query
+
+    try:
+        result = query(run_dir, query_text)
+    except CurateError as error:
+        _fail(error)
+    except duckdb.Error as error:
+        _fail(f"SQL: {error}")
+    if fmt is Format.table:
+        console.print(arrow_table(result, max_rows=max_rows))
+    elif fmt is Format.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.column_names)
+        for row in result.to_pylist():
+            writer.writerow(row.values())
+    else:
+        for row in result.to_pylist():
+            sys.stdout.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def inspect(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
+    """Rows per stage, drop reasons with counts, and time per stage."""
+    from curate.console import console, reasons_table, stage_table
+    from curate.summary import summarize_run
+
+    try:
+        summaries = summarize_run(run_dir)
+    except CurateError as error:
+        _fail(error)
+    console.print(stage_table(summaries, title=f"run {run_dir}"))
+    if any(s.reasons for s in summaries):
+        console.print(reasons_table(summaries))
+
+
+if __name__ == "__main__":
+    app()

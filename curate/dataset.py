@@ -1,0 +1,360 @@
+"""The data contract: a directory of Parquet shards plus `_manifest.json`.
+
+A directory without a manifest is incomplete and never read as a finished result. Shards are written
+under a temporary name and renamed; the manifest is written last (see DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate import __version__
+from curate.errors import DatasetError
+from curate.hashing import file_sha256
+
+MANIFEST = "_manifest.json"
+SHARD_GLOB = "part-*.parquet"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    file: str
+    rows: int
+    sha256: str
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a small file so that readers see either the old or the new content, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def unify_schemas(schemas: Sequence[pa.Schema]) -> pa.Schema:
+    """One schema for shards whose inferred types differ (JSON blocks infer types separately).
+
+    Types that Arrow can promote (int -> double, null -> anything) are promoted; columns whose
+    types conflict (a string in one shard, a number in another) become strings.
+    """
+    order: dict[str, list[pa.DataType]] = {}
+    for schema in schemas:
+        for field in schema:
+            order.setdefault(field.name, []).append(field.type)
+    fields = []
+    for name, types in order.items():
+        try:
+            merged = pa.unify_schemas([pa.schema([(name, t)]) for t in types], promote_options="permissive")
+            fields.append(merged.field(name))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            fields.append(pa.field(name, pa.string()))
+    return pa.schema(fields)
+
+
+def _cast_column(column: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.ChunkedArray | pa.Array:
+    if column.type == target:
+        return column
+    try:
+        return pc.cast(column, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        if not pa.types.is_string(target):
+            raise
+        # Nested values have no Arrow cast to string: keep them readable as JSON.
+        values = [None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
+                  for v in column.to_pylist()]
+        return pa.array(values, type=target)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Reorder, cast and null-fill `table` so it has exactly `schema`'s columns (those present in it)."""
+    if table.schema == schema:
+        return table
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(_cast_column(table.column(field.name), field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _schema_to_json(schema: pa.Schema) -> dict[str, Any]:
+    return {
+        "fields": [{"name": f.name, "type": str(f.type)} for f in schema],
+        "arrow": base64.b64encode(schema.serialize().to_pybytes()).decode(),
+    }
+
+
+def _schema_from_json(data: dict[str, Any]) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(data["arrow"])))
+
+
+# ---------------------------------------------------------------- writing
+
+
+class ShardWriter:
+    """Streams tables into one Parquet shard; the shard appears under its final name on `close()`."""
+
+    def __init__(self, directory: str | Path, name: str, schema: pa.Schema | None = None):
+        self.directory = Path(directory)
+        self.name = name
+        self.rows = 0
+        self._tmp = self.directory / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        self._writer: pq.ParquetWriter | None = None
+        self._schema = schema
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        """Append rows; later tables are conformed to the first one's schema. Empty tables are ignored."""
+        if table.num_rows == 0:
+            return
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if self._writer is None:
+            self._schema = self._schema or table.schema
+            self._writer = pq.ParquetWriter(self._tmp, self._schema, compression="zstd")
+        self._writer.write_table(conform(table, self._schema))
+        self.rows += table.num_rows
+
+    def close(self) -> ShardInfo | None:
+        """Finish the shard. Returns None (and leaves no file) when nothing was written."""
+        if self._writer is None:
+            return None
+        self._writer.close()
+        final = self.directory / self.name
+        os.replace(self._tmp, final)
+        return ShardInfo(file=self.name, rows=self.rows, sha256=file_sha256(str(final)))
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def write_shard(directory: str | Path, name: str, table: pa.Table) -> ShardInfo | None:
+    with ShardWriter(directory, name) as writer:
+        writer.write(table)
+        return writer.close()
+
+
+class RollingWriter:
+    """Buffers tables whose inferred schemas may differ and writes shards of at most `shard_rows` rows,
+    named `{prefix}-0000.parquet`, `{prefix}-0001.parquet`, ... Each shard gets the unified schema."""
+
+    def __init__(self, directory: str | Path, prefix: str, shard_rows: int):
+        self.directory = Path(directory)
+        self.prefix = prefix
+        self.shard_rows = shard_rows
+        self.shards: list[ShardInfo] = []
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        while table.num_rows:
+            room = self.shard_rows - self._pending_rows
+            self._pending.append(table.slice(0, room))
+            self._pending_rows += min(room, table.num_rows)
+            table = table.slice(room)
+            if self._pending_rows >= self.shard_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending_rows:
+            return
+        schema = unify_schemas([t.schema for t in self._pending])
+        info = write_shard(self.directory, f"{self.prefix}-{len(self.shards):04d}.parquet",
+                           pa.concat_tables([conform(t, schema) for t in self._pending]))
+        self.shards.append(info)
+        self._pending, self._pending_rows = [], 0
+
+    def close(self) -> list[ShardInfo]:
+        self._flush()
+        return self.shards
+
+
+def write_manifest(
+    path: str | Path,
+    shards: Sequence[ShardInfo],
+    *,
+    schema: pa.Schema | None = None,
+    fingerprint: str = "",
+    parents: Sequence[str] = (),
+    stage: str = "",
+    config: dict[str, Any] | None = None,
+    stats: dict[str, Any] | None = None,
+) -> Dataset:
+    """Write the manifest last: from this moment the directory is a finished dataset."""
+    path = Path(path)
+    shards = sorted(shards, key=lambda s: s.file)
+    if schema is None:
+        schemas = [pq.read_schema(path / s.file) for s in shards]
+        schema = unify_schemas(schemas) if schemas else pa.schema([])
+    manifest = {
+        "version": __version__,
+        "stage": stage,
+        "fingerprint": fingerprint,
+        "parents": list(parents),
+        "config": config or {},
+        "rows": sum(s.rows for s in shards),
+        "shards": [asdict(s) for s in shards],
+        "schema": _schema_to_json(schema),
+        "stats": stats or {},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(path / MANIFEST, json.dumps(manifest, indent=1))
+    return Dataset(path, manifest)
+
+
+# ---------------------------------------------------------------- reading
+
+
+class Dataset:
+    """A finished dataset directory. Reads stream Arrow record batches; nothing loads whole rows as Python."""
+
+    def __init__(self, path: str | Path, manifest: dict[str, Any]):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.schema: pa.Schema = _schema_from_json(manifest["schema"])
+
+    @classmethod
+    def open(cls, path: str | Path) -> Dataset:
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            state = "does not exist" if not path.exists() else "is incomplete (no _manifest.json)"
+            raise DatasetError(f"dataset {path} {state}")
+        return cls(path, json.loads(manifest_path.read_text(encoding="utf-8")))
+
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        return (Path(path) / MANIFEST).is_file()
+
+    @classmethod
+    def write(cls, path: str | Path, data: pa.Table | Iterable[pa.Table], *, shard_rows: int = 100_000,
+              **manifest_fields: Any) -> Dataset:
+        """Write tables as a new dataset (for notebooks and tests; stages use the runner)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tables = [data] if isinstance(data, pa.Table) else data
+        shards: list[ShardInfo] = []
+        writer: ShardWriter | None = None
+        schema = None
+        for table in tables:
+            schema = schema or table.schema
+            for start in range(0, table.num_rows, shard_rows):
+                if writer is None:
+                    writer = ShardWriter(path, f"part-{len(shards):05d}.parquet")
+                piece = table.slice(start, shard_rows)
+                writer.write(piece)
+                if writer.rows >= shard_rows:
+                    shards.append(writer.close())
+                    writer = None
+        if writer is not None and (info := writer.close()) is not None:
+            shards.append(info)
+        return write_manifest(path, shards, schema=schema, **manifest_fields)
+
+    # -- properties
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest.get("fingerprint", "")
+
+    @property
+    def shards(self) -> list[ShardInfo]:
+        return [ShardInfo(**s) for s in self.manifest["shards"]]
+
+    @property
+    def shard_names(self) -> list[str]:
+        return [s["file"] for s in self.manifest["shards"]]
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.manifest.get("stats", {})
+
+    def count(self) -> int:
+        return int(self.manifest["rows"])
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.path)!r}, rows={self.count()}, shards={len(self.shard_names)})"
+
+    # -- reading
+
+    def _projected(self, columns: Sequence[str] | None) -> pa.Schema:
+        if columns is None:
+            return self.schema
+        missing = [c for c in columns if c not in self.schema.names]
+        if missing:
+            raise DatasetError(f"dataset {self.path} has no column(s) {missing}; it has {self.schema.names}")
+        return pa.schema([self.schema.field(c) for c in columns])
+
+    def read_shard(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
+        schema = self._projected(columns)
+        file = pq.ParquetFile(self.path / name)
+        present = [c for c in schema.names if c in file.schema_arrow.names]
+        return conform(file.read(columns=present), schema)
+
+    def iter_shard_batches(self, name: str, columns: Sequence[str] | None = None,
+                           batch_rows: int = 65_536) -> Iterator[pa.Table]:
+        schema = self._projected(columns)
+        file = pq.ParquetFile(self.path / name)
+        present = [c for c in schema.names if c in file.schema_arrow.names]
+        for batch in file.iter_batches(batch_size=batch_rows, columns=present):
+            yield conform(pa.Table.from_batches([batch]), schema)
+
+    def iter_batches(self, columns: Sequence[str] | None = None, batch_rows: int = 65_536) -> Iterator[pa.Table]:
+        for name in self.shard_names:
+            yield from self.iter_shard_batches(name, columns, batch_rows)
+
+    def to_table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        tables = [self.read_shard(name, columns) for name in self.shard_names]
+        return pa.concat_tables(tables) if tables else self._projected(columns).empty_table()
+
+    def shard_offsets(self) -> dict[str, int]:
+        """Global row offset of each shard's first row, in shard order."""
+        offsets, total = {}, 0
+        for shard in self.manifest["shards"]:
+            offsets[shard["file"]] = total
+            total += shard["rows"]
+        return offsets
+
+    def take(self, indices: Sequence[int], columns: Sequence[str]) -> pa.Table:
+        """Rows at global positions `indices` (in that order), reading only the shards that hold them."""
+        import numpy as np
+
+        indices = np.asarray(indices, dtype=np.int64)
+        names = self.shard_names
+        starts = np.array([*self.shard_offsets().values(), self.count()], dtype=np.int64)
+        shard_of = np.searchsorted(starts, indices, side="right") - 1
+        pieces, order = [], []
+        for s in np.unique(shard_of).tolist():
+            picked = np.flatnonzero(shard_of == s)
+            table = self.read_shard(names[s], columns)
+            pieces.append(table.take(pa.array(indices[picked] - starts[s])))
+            order.append(picked)
+        if not pieces:
+            return self._projected(columns).empty_table()
+        result = pa.concat_tables(pieces)
+        return result.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))

@@ -1,0 +1,77 @@
+"""The run directory layout (DESIGN.md §2).
+
+runs/<name>/
+  config.yaml           the resolved config, frozen
+  run.json              versions, fingerprints, timings, counts per stage
+  stages/NN-<label>/    a Dataset per stage (kept rows)
+  rejected/NN-<label>/  a Dataset of dropped rows with reasons
+  target/               the ingested target sample, when the config names one
+  models/               auxiliary and fine-tuned models
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curate.dataset import Dataset, atomic_write_text
+from curate.errors import DatasetError
+
+STAGE_DIR = re.compile(r"^(\d{2})-(\w+)$")
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    index: int
+    label: str
+    kept: Path
+    rejected: Path
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.stages = self.root / "stages"
+        self.rejected = self.root / "rejected"
+        self.target = self.root / "target"
+        self.target_rejected = self.rejected / "target"
+        self.models = self.root / "models"
+
+    @classmethod
+    def open(cls, root: str | Path) -> RunDir:
+        run = cls(root)
+        if not run.stages.is_dir():
+            raise DatasetError(f"{str(root)!r} is not a curate run directory (it has no stages/ folder)")
+        return run
+
+    def stage_dir(self, index: int, label: str) -> Path:
+        return self.stages / f"{index:02d}-{label}"
+
+    def rejected_dir(self, index: int, label: str) -> Path:
+        return self.rejected / f"{index:02d}-{label}"
+
+    def outputs(self, finished_only: bool = True) -> list[StageOutput]:
+        """The stage outputs present, in pipeline order."""
+        found = []
+        for path in sorted(self.stages.glob("*")) if self.stages.is_dir() else []:
+            match = STAGE_DIR.match(path.name)
+            if match and (not finished_only or Dataset.exists(path)):
+                index, label = int(match.group(1)), match.group(2)
+                found.append(StageOutput(index, label, path, self.rejected_dir(index, label)))
+        return found
+
+    def write_config(self, data: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.root / "config.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+    def write_run_json(self, data: dict[str, Any]) -> None:
+        atomic_write_text(self.root / "run.json", json.dumps(data, indent=1))
+
+    def read_run_json(self) -> dict[str, Any]:
+        path = self.root / "run.json"
+        return json.loads(path.read_text()) if path.is_file() else {}

