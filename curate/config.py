@@ -7,6 +7,7 @@ Every problem is reported at once, naming the key, the value and what is allowed
 from __future__ import annotations
 
 import glob
+import importlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,6 +72,7 @@ class PipelineConfig(_Strict):
     output: str
     engine: EngineSpec = Field(default_factory=EngineSpec)
     stages: list[Any] = Field(default_factory=list)
+    plugins: list[str] = Field(default_factory=list)  # modules to import first: they register custom stages
     base_dir: str = "."  # folder that relative paths are resolved against (set by `load_config`)
     _specs: list[StageSpec] = PrivateAttr(default_factory=list)
 
@@ -165,6 +167,11 @@ def parse_config(data: Any, base_dir: str | Path = ".", output: str | None = Non
         config = PipelineConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_pydantic(err, PipelineConfig)) from None
+    for i, module in enumerate(config.plugins):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(f"plugins[{i}]: cannot import {module!r}: {err}") from None
     specs, problems = _validate_stages(config.stages)
     problems += _check_paths(config)
     if problems:
@@ -186,7 +193,12 @@ def load_config(path: str | Path, output: str | None = None) -> PipelineConfig:
 
 
 def resolved_config(config: PipelineConfig) -> dict[str, Any]:
-    """The config as it will run (defaults filled in): frozen into the run directory."""
+    """The config as it will run (defaults filled in, paths absolute): frozen into the run directory,
+    where `curate run <run>/config.yaml` repeats the run."""
     data = config.model_dump(mode="json", exclude={"stages", "base_dir"})
+    for spec in data["inputs"] + ([data["target"]] if data.get("target") else []):
+        paths = [str(Path(config.resolve(p)).resolve()) for p in InputSpec.model_validate(spec).paths()]
+        spec["path"] = paths[0] if isinstance(spec["path"], str) else paths
+    data["output"] = str(config.output_dir().resolve())
     data["stages"] = [{s.name: s.params} for s in config.stage_specs()]
     return data

@@ -74,10 +74,10 @@ def stage_table(summaries: Sequence[StageSummary], title: str = "stages") -> Tab
     table = Table(title=title, title_justify="left")
     for name, justify in [("#", "right"), ("stage", "left"), ("rows in", "right"), ("kept", "right"),
                           ("rejected", "right"), ("seconds", "right"), ("status", "left"),
-                          ("top drop reasons", "left")]:
-        table.add_column(name, justify=justify)
+                          ("top drop reason", "left")]:
+        table.add_column(name, justify=justify, no_wrap=True)
     for s in summaries:
-        reasons = ", ".join(f"{r} {n:,}" for r, n in list(s.reasons.items())[:3])
+        reasons = next((f"{r} ({n:,})" for r, n in s.reasons.items()), "")
         table.add_row("" if s.index < 0 else f"{s.index:02d}", s.label, f"{s.rows_in:,}", f"{s.rows_out:,}",
                       f"{s.rows_rejected:,}", f"{s.seconds:.1f}", s.status, reasons)
     return table

@@ -104,14 +104,6 @@ def summarize_task(name: str, params: dict[str, Any], in_dir: str, shard: str, w
     return target
 
 
-class _DatasetRows:
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def take(self, indices: Any, columns: Any) -> pa.Table:
-        return self.dataset.take(indices, columns)
-
-
 def decide_task(name: str, params: dict[str, Any], in_dir: str, work_dir: str) -> None:
     """The global half: one decision over all summaries, stored per shard for the apply tasks."""
     marker = Path(work_dir) / "_decided.json"
@@ -119,12 +111,10 @@ def decide_task(name: str, params: dict[str, Any], in_dir: str, work_dir: str) -
         return
     stage = ready_stage(name, params)
     parent = Dataset.open(in_dir)
-    shards = parent.shard_names
-    summary = pa.concat_tables([pq.read_table(Path(work_dir) / f"summary-{s}") for s in shards])
-    decision = stage.decide(summary, _DatasetRows(parent)).to_table(summary.num_rows)
-    for shard, offset in parent.shard_offsets().items():
-        rows = parent.manifest["shards"][shards.index(shard)]["rows"]
-        write_shard(work_dir, f"decision-{shard}", decision.slice(offset, rows))
+    summary = pa.concat_tables([pq.read_table(Path(work_dir) / f"summary-{s}") for s in parent.shard_names])
+    decision = stage.decide(summary, parent).to_table(summary.num_rows)
+    for shard, offset in zip(parent.shards, parent.shard_offsets().values(), strict=True):
+        write_shard(work_dir, f"decision-{shard.file}", decision.slice(offset, shard.rows))
     atomic_write_text(marker, json.dumps({"rows": summary.num_rows}))
 
 

@@ -33,3 +33,30 @@ class SlowTag(MapStage):
 
 if SlowTag.name not in REGISTRY:
     register(SlowTag)
+
+
+class FlakyParams(Params):
+    marker_dir: str  # a first attempt per shard leaves a marker here and fails
+
+
+class Flaky(MapStage):
+    """Fails once per table with a transient error (OSError), then passes rows through."""
+
+    name = "test_flaky"
+    Params = FlakyParams
+
+    def process(self, table: pa.Table) -> Decision:
+        import hashlib
+        from pathlib import Path
+
+        key = hashlib.sha256("".join(table.column("id").to_pylist()).encode()).hexdigest()[:16]
+        marker = Path(self.params.marker_dir) / key
+        if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            raise OSError(f"transient failure for {key}")
+        return Decision()
+
+
+if Flaky.name not in REGISTRY:
+    register(Flaky)

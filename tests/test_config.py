@@ -45,7 +45,7 @@ def test_top_level_and_input_keys(base, tmp_path):
     got = problems({**base, "outptu": "x", "inputs": [{"path": "in.jsonl", "fields": {"txt": "body"}}],
                     "engine": {"workers": 0}}, tmp_path)
     text = "\n".join(got)
-    assert "outptu: unknown key; allowed: name, inputs, target, output, engine, stages" in text
+    assert "outptu: unknown key; allowed: name, inputs, target, output, engine, stages, plugins" in text
     assert "inputs.0.fields: Value error, unknown field name(s) ['txt']" in text
     assert "engine.workers:" in text and "(got 0)" in text
 

@@ -206,7 +206,7 @@ def test_bad_paths_and_formats_fail_before_work(tmp_path):
     (tmp_path / "data.txt").write_text("x")
     cfg = parse_config({"name": "t", "inputs": [{"path": "data.txt"}], "output": "o",
                         "engine": {"prefect": False}}, base_dir=tmp_path)
-    with pytest.raises(ConfigError, match="cannot tell the format of 'data.txt'.*format"):
+    with pytest.raises(ConfigError, match=r"cannot tell the format of 'data\.txt'.*format"):
         run_pipeline(cfg)
 
 
