@@ -71,15 +71,16 @@ class RichProgress(progress_api.Progress):
 
 
 def stage_table(summaries: Sequence[StageSummary], title: str = "stages") -> Table:
+    """Rows per stage; only the drop-reason column shrinks on a narrow terminal."""
+    rows = [[s.label, f"{s.rows_in:,}", f"{s.rows_out:,}", f"{s.rows_rejected:,}", f"{s.seconds:.1f}", s.status]
+            for s in summaries]
     table = Table(title=title, title_justify="left")
-    for name, justify in [("#", "right"), ("stage", "left"), ("rows in", "right"), ("kept", "right"),
-                          ("rejected", "right"), ("seconds", "right"), ("status", "left"),
-                          ("top drop reason", "left")]:
-        table.add_column(name, justify=justify, no_wrap=True)
-    for s in summaries:
-        reasons = next((f"{r} ({n:,})" for r, n in s.reasons.items()), "")
-        table.add_row("" if s.index < 0 else f"{s.index:02d}", s.label, f"{s.rows_in:,}", f"{s.rows_out:,}",
-                      f"{s.rows_rejected:,}", f"{s.seconds:.1f}", s.status, reasons)
+    for i, name in enumerate(["stage", "rows in", "kept", "rejected", "seconds", "status"]):
+        width = max([len(name)] + [len(r[i]) for r in rows])
+        table.add_column(name, justify="left" if i in (0, 5) else "right", no_wrap=True, min_width=width)
+    table.add_column("top drop reason", overflow="ellipsis", no_wrap=True)
+    for row, s in zip(rows, summaries, strict=True):
+        table.add_row(*row, next((f"{r} ({n:,})" for r, n in s.reasons.items()), ""))
     return table
 
 
@@ -93,15 +94,17 @@ def reasons_table(summaries: Sequence[StageSummary]) -> Table:
     return table
 
 
-def arrow_table(result: pa.Table, max_rows: int = 50, max_width: int = 80) -> Table:
-    table = Table(show_lines=False)
-    for name in result.column_names:
-        table.add_column(name, overflow="fold")
+def arrow_table(result: pa.Table, max_rows: int = 50, max_width: int = 60) -> Table:
+    """A query result, one line per row; long values are cut (csv/json output gives them whole)."""
+    rows = []
     for row in result.slice(0, max_rows).to_pylist():
-        cells = []
-        for value in row.values():
-            text = "NULL" if value is None else str(value)
-            cells.append(text if len(text) <= max_width else text[: max_width - 1] + "…")
+        cells = ["NULL" if v is None else str(v).replace("\n", "⏎") for v in row.values()]
+        rows.append([c if len(c) <= max_width else c[: max_width - 1] + "…" for c in cells])
+    table = Table(show_lines=False)
+    for i, name in enumerate(result.column_names):
+        natural = max([len(name)] + [len(r[i]) for r in rows])
+        table.add_column(name, overflow="ellipsis", no_wrap=True, min_width=min(natural, 10), max_width=natural)
+    for cells in rows:
         table.add_row(*cells)
     if result.num_rows > max_rows:
         table.caption = f"{max_rows} of {result.num_rows:,} rows shown (use --format csv or json for all)"

@@ -37,6 +37,7 @@ from curate.tasks import WORK, apply_task, decide_task, ingest_task, map_task, r
 
 log = logging.getLogger("curate")
 INGEST_COLUMNS = pa.schema([("id", pa.string()), ("source", pa.string()), ("text", pa.string())])
+REJECTED_COLUMNS = pa.schema([("stage", pa.string()), ("reason", pa.string()), ("score", pa.float64())])
 
 
 @dataclass
@@ -234,7 +235,7 @@ class Runner:
         parents = [step.parent.fingerprint] if step.parent else []
         common = {"fingerprint": step.fingerprint, "parents": parents, "stage": step.label,
                   "config": {"stage": step.stage, **step.params}, "stats": stats}
-        write_manifest(step.rejected_dir, rejected, **common)
+        write_manifest(step.rejected_dir, rejected, schema=None if rejected else REJECTED_COLUMNS, **common)
         write_manifest(step.out_dir, kept, schema=schema, **common)
         for leftover in (step.out_dir / WORK, step.out_dir / "_tasks"):
             shutil.rmtree(leftover, ignore_errors=True)

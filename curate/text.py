@@ -95,8 +95,12 @@ def ngram_hashes(word_hashes: np.ndarray, offsets: np.ndarray, n: int,
         if short_docs:
             short = np.flatnonzero((counts > 0) & (counts < n))
             if len(short):
-                extra = np.array([_combine(word_hashes[offsets[d]: offsets[d + 1]]) for d in short.tolist()],
-                                 dtype=np.uint64)
+                # same value as _combine(words of d) for each short doc d, computed for all at once
+                start, length = offsets[short], counts[short]
+                extra = word_hashes[start].copy()
+                for j in range(1, n - 1):
+                    more = np.flatnonzero(length > j)
+                    extra[more] = _finalize(extra[more] * _MIX + word_hashes[start[more] + j])
                 hashes = np.concatenate([hashes, extra])
                 docs = np.concatenate([docs, short])
                 order = np.argsort(docs, kind="stable")

@@ -3,9 +3,9 @@
 Rules (documented in the README):
 - `fields: {text: body}` maps contract names to source columns; contract names not mapped default to a
   source column of the same name, unless that column is already mapped to another name.
-- `text` for instruction data without one is `prompt + "\\n\\n" + response`; for chat `messages` it is
-  every turn rendered as `Role: content`, joined by blank lines (`prompt` = the turns before the last
-  assistant turn, `response` = the last assistant turn).
+- `text` for instruction rows without one is `prompt + "\\n\\n" + response` (one file may mix text rows
+  and instruction rows); for chat `messages` it is every turn rendered as `Role: content`, joined by blank
+  lines (`prompt` = the turns before the last assistant turn, `response` = the last assistant turn).
 - `id` comes from the source when it has one, else a 128-bit hash of `text`.
 - All other source columns pass through untouched; one whose name a contract column takes is kept as
   `<name>_original`.
@@ -67,9 +67,9 @@ def _mask(array: pa.Array) -> np.ndarray:
 
 
 def _text_column(table: pa.Table, name: str, column: str, reasons: _Reasons) -> pa.Array:
+    """A text field as strings; wrong types and undecodable bytes are flagged, nulls are left to the caller."""
     n = table.num_rows
     if column not in table.column_names:
-        reasons.set(np.ones(n, bool), f"missing_field:{name}")
         return pa.nulls(n, pa.string())
     values = table.column(column).combine_chunks()
     kind = values.type
@@ -83,8 +83,26 @@ def _text_column(table: pa.Table, name: str, column: str, reasons: _Reasons) -> 
         values = pa.nulls(n, pa.string())
     else:
         values = pa.nulls(n, pa.string())
-    reasons.set(_mask(pc.is_null(values)), f"missing_field:{name}")
     return values
+
+
+def _text_fields(table: pa.Table, mapping: dict[str, str], reasons: _Reasons) -> dict[str, pa.Array]:
+    """`text`, `prompt`, `response` per row. A row needs a text, or a prompt and a response to render one;
+    so one file may mix plain-text rows and instruction rows."""
+    out = {name: _text_column(table, name, mapping[name], reasons) for name in TEXT_FIELDS if name in mapping}
+    text = out.get("text")
+    if "prompt" in out or "response" in out:
+        for name in ("prompt", "response"):
+            out.setdefault(name, pa.nulls(table.num_rows, pa.string()))
+        rendered = pc.binary_join_element_wise(out["prompt"], out["response"], PAIR_SEPARATOR)
+        text = rendered if text is None else pc.coalesce(text, rendered)
+    out["text"] = text if text is not None else pa.nulls(table.num_rows, pa.string())
+    missing = _mask(pc.is_null(out["text"]))
+    for name in ("prompt", "response"):
+        if name in out:
+            reasons.set(missing & _mask(pc.is_null(out[name])), f"missing_field:{name}")
+    reasons.set(missing, "missing_field:text")
+    return out
 
 
 def _scalar_as_string(table: pa.Table, name: str, column: str, reasons: _Reasons) -> pa.Array | None:
@@ -158,18 +176,9 @@ def map_chunk(table: pa.Table, unit: InputUnit) -> tuple[pa.Table, pa.Array]:
     if "messages" in mapping and not set(TEXT_FIELDS) & set(mapping):
         out.update(_messages(table, mapping["messages"], reasons))
     else:
-        for name in TEXT_FIELDS:
-            if name in mapping:
-                out[name] = _text_column(table, name, mapping[name], reasons)
+        out.update(_text_fields(table, mapping, reasons))
         if "messages" in mapping and mapping["messages"] in table.column_names:
             out["messages"] = table.column(mapping["messages"])
-        if "text" not in out and ("prompt" in out or "response" in out):
-            for name in ("prompt", "response"):
-                if name not in out:
-                    out[name] = _text_column(table, name, name, reasons)
-            out["text"] = pc.binary_join_element_wise(out["prompt"], out["response"], PAIR_SEPARATOR)
-        elif "text" not in out:
-            out["text"] = _text_column(table, "text", "text", reasons)
     answer = _scalar_as_string(table, "answer", mapping["answer"], reasons) if "answer" in mapping else None
     if answer is not None:
         out["answer"] = answer

@@ -216,3 +216,11 @@ def test_rejected_view_counts_match(tmp_path):
     kept, rejected = ingest(tmp_path, [{"path": str(tmp_path / "x.jsonl")}])
     assert (kept.count(), rejected.count()) == (20, 10)
     assert pc.all(pc.equal(rejected.to_table().column("reason"), "malformed_json")).as_py()
+
+
+def test_one_file_may_mix_text_rows_and_instruction_rows(tmp_path):
+    rows = [{"text": "a plain text row"}, {"prompt": "Q?", "response": "A."},
+            {"prompt": "only a prompt"}, {"text": "text wins", "prompt": "p", "response": "r"}, {}]
+    kept, rejected = ingest(tmp_path, [{"path": str(write_jsonl(tmp_path / "mixed.jsonl", rows))}])
+    assert kept.to_table().column("text").to_pylist() == ["a plain text row", "Q?\n\nA.", "text wins"]
+    assert rejected.to_table().column("reason").to_pylist() == ["missing_field:response", "missing_field:prompt"]
