@@ -32,5 +32,6 @@ def datatrove_whitespace_tokenizer() -> Any:
 @contextlib.contextmanager
 def quiet_datatrove(log_path: str | Path) -> Iterator[None]:
     """DataTrove logs every task's stats to stderr (it re-adds its handler per task); send them to a file."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log, contextlib.redirect_stderr(log):
         yield

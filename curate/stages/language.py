@@ -54,11 +54,14 @@ class Language(MapStage):
         self.model = fasttext.load_model(str(path))
 
     def identify(self, texts: pa.Array) -> tuple[pa.Array, pa.Array]:
-        """(language code, probability) per text; batched in fastText's C++ (it wants one line per text)."""
+        """(language code, probability) per text. fastText wants one line per text. One call per text
+        (about 13 us): the batched call returns no probabilities in some fastText builds."""
         lines = pc.replace_substring_regex(pc.fill_null(texts, ""), pattern=r"\s+", replacement=" ")
-        labels, probs = self.model.predict(lines.to_pylist(), k=1)
-        codes = [label[0].removeprefix("__label__") if label else "unknown" for label in labels]
-        scores = np.array([p[0] if len(p) else 0.0 for p in probs], dtype=np.float64)
+        codes, scores = [], np.zeros(len(lines), dtype=np.float64)
+        for i, line in enumerate(lines.to_pylist()):
+            labels, probs = self.model.predict(line, k=1)
+            codes.append(labels[0].removeprefix("__label__") if labels else "unknown")
+            scores[i] = probs[0] if len(probs) else 0.0
         return pa.array(codes, pa.string()), pa.array(np.clip(scores, 0.0, 1.0))
 
     def process(self, table: pa.Table) -> Decision:
