@@ -31,7 +31,19 @@ def datatrove_whitespace_tokenizer() -> Any:
 
 @contextlib.contextmanager
 def quiet_datatrove(log_path: str | Path) -> Iterator[None]:
-    """DataTrove logs every task's stats to stderr (it re-adds its handler per task); send them to a file."""
+    """DataTrove logs every task's stats to stderr, from its worker processes too: send file descriptor 2
+    to a log file while it runs."""
+    import os
+    import sys
+
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log, contextlib.redirect_stderr(log):
-        yield
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log_path, "w") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -121,7 +121,7 @@ def demo(
     console.print("\n[bold]Ask the run with SQL[/] (DuckDB; one view per stage, plus rejected, final, manifest):")
     for question, sql in DEMO_QUERIES:
         console.print(f"\n[bold]{question}[/]\n  curate sql {run_dir} \"{sql}\"", highlight=False)
-        console.print(arrow_table(query(run_dir, sql), max_rows=8))
+        console.print(arrow_table(query(run_dir, sql), max_rows=25))
 
 
 @app.command()

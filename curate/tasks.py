@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -68,24 +69,29 @@ def ingest_task(unit: InputUnit, out_dir: str, rejected_dir: str, shard_rows: in
     return _write_receipt(out_dir, task, kept, rejected, rows_read, time.perf_counter() - start)
 
 
-def map_task(name: str, params: dict[str, Any], label: str, in_dir: str, shard: str, out_dir: str,
-             rejected_dir: str, key: str) -> dict[str, Any]:
-    """Run a map stage on one shard: kept rows keep the shard's name, dropped rows go to rejected."""
-    if (done := read_receipt(out_dir, shard)) is not None:
-        return done
-    start = time.perf_counter()
-    stage = ready_stage(name, params)
-    parent = Dataset.open(in_dir)
-    rows_in = 0
+def _split_shard(decided: Iterator[tuple[pa.Table, Decision]], label: str, shard: str, out_dir: str,
+                 rejected_dir: str, key: str) -> dict[str, Any]:
+    """Write the kept and the dropped rows of one shard, table by table, then the task's receipt."""
+    start, rows_in = time.perf_counter(), 0
     with ShardWriter(out_dir, shard) as kept, ShardWriter(rejected_dir, shard) as rejected:
-        for table in parent.iter_shard_batches(shard, batch_rows=stage.batch_rows):
-            keep, drop = apply_decision(table, stage.process(table), label)
+        for table, decision in decided:
+            keep, drop = apply_decision(table, decision, label)
             kept.write(keep)
             rejected.write(drop)
             rows_in += table.num_rows
             progress().advance(key, table.num_rows)
         infos = [kept.close()], [rejected.close()]
     return _write_receipt(out_dir, shard, *infos, rows_in, time.perf_counter() - start)
+
+
+def map_task(name: str, params: dict[str, Any], label: str, in_dir: str, shard: str, out_dir: str,
+             rejected_dir: str, key: str) -> dict[str, Any]:
+    """Run a map stage on one shard: kept rows keep the shard's name, dropped rows go to rejected."""
+    if (done := read_receipt(out_dir, shard)) is not None:
+        return done
+    stage = ready_stage(name, params)
+    tables = Dataset.open(in_dir).iter_shard_batches(shard, batch_rows=stage.batch_rows)
+    return _split_shard(((t, stage.process(t)) for t in tables), label, shard, out_dir, rejected_dir, key)
 
 
 def summarize_task(name: str, params: dict[str, Any], in_dir: str, shard: str, work_dir: str,
@@ -123,16 +129,12 @@ def apply_task(label: str, in_dir: str, shard: str, work_dir: str, out_dir: str,
     """Apply a stored global decision to one shard."""
     if (done := read_receipt(out_dir, shard)) is not None:
         return done
-    start = time.perf_counter()
-    parent = Dataset.open(in_dir)
     decision = Decision.from_table(pq.read_table(Path(work_dir) / f"decision-{shard}"))
-    offset = 0
-    with ShardWriter(out_dir, shard) as kept, ShardWriter(rejected_dir, shard) as rejected:
-        for table in parent.iter_shard_batches(shard):
-            keep, drop = apply_decision(table, decision.slice(offset, table.num_rows), label)
-            kept.write(keep)
-            rejected.write(drop)
+
+    def decided() -> Iterator[tuple[pa.Table, Decision]]:
+        offset = 0
+        for table in Dataset.open(in_dir).iter_shard_batches(shard):
+            yield table, decision.slice(offset, table.num_rows)
             offset += table.num_rows
-            progress().advance(key, table.num_rows)
-        infos = [kept.close()], [rejected.close()]
-    return _write_receipt(out_dir, shard, *infos, offset, time.perf_counter() - start)
+
+    return _split_shard(decided(), label, shard, out_dir, rejected_dir, key)
