@@ -19,6 +19,13 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # curate's embedding cache: one per test session, never the user's
+    cache = Path(config.rootpath) / ".pytest_cache" / "curate-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["CURATE_CACHE_DIR"] = str(cache)
+    # no hub access in tests: every model is local
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

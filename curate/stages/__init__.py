@@ -16,4 +16,4 @@ __all__ = ["REGISTRY", "Decision", "GlobalStage", "MapStage", "Params", "Resourc
            "apply_decision", "register"]
 
 # Built-in stages register themselves on import.
-from curate.stages import dedup, heuristics, language, normalize  # noqa: F401
+from curate.stages import dedup, diversity, embed, heuristics, language, normalize, semdedup  # noqa: F401

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from curate.arrays import column_to_matrix, matrix_to_column
 from curate.dedup.exact import exact_keys, first_occurrences, key_matrix
 from curate.dedup.lsh import lsh_clusters
 from curate.dedup.minhash import EMPTY, MinHashParams, has_signature, minhash_signatures, signature_jaccard
@@ -40,17 +40,7 @@ class DedupParams(Params):
 
 def signature_matrix(column: pa.Array | pa.ChunkedArray, num_perm: int) -> np.ndarray:
     """A fixed_size_list<uint64> (or list) column as an (n, num_perm) array; null rows become EMPTY."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks else pa.array([], pa.list_(pa.uint64()))
-    if column.null_count == 0:  # what `summarize` writes: no copy beyond Arrow's own buffers
-        values = pc.list_flatten(column).to_numpy(zero_copy_only=False)
-        return values.astype(np.uint64, copy=False).reshape(len(column), num_perm)
-    out = np.full((len(column), num_perm), EMPTY, np.uint64)
-    valid = np.flatnonzero(pc.is_valid(column).to_numpy(zero_copy_only=False))
-    if len(valid):
-        values = pc.list_flatten(column.take(pa.array(valid))).to_numpy(zero_copy_only=False)
-        out[valid] = values.astype(np.uint64).reshape(len(valid), num_perm)
-    return out
+    return column_to_matrix(column, num_perm, np.uint64, fill=EMPTY)
 
 
 @register
@@ -68,8 +58,7 @@ class Dedup(GlobalStage):
             columns[EXACT_KEY] = exact_keys(tokens)
         if p.minhash is not None:
             sig = minhash_signatures(tokens, p.minhash)
-            columns[SIGNATURE] = pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel(), pa.uint64()),
-                                                                   p.minhash.num_perm)
+            columns[SIGNATURE] = matrix_to_column(sig.astype(np.uint64, copy=False))
         return pa.table(columns)
 
     def decide(self, summary: pa.Table, rows: Rows) -> Decision:

@@ -1,0 +1,1 @@
+"""Stage 'diversity' (being written)."""

@@ -1,0 +1,1 @@
+"""Stage 'embed' (being written)."""

@@ -1,0 +1,1 @@
+"""Stage 'semdedup' (being written)."""
