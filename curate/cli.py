@@ -157,17 +157,20 @@ def sql(
 
 @app.command()
 def inspect(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
-    """Rows per stage, drop reasons with counts, and time per stage."""
-    from curate.console import console, reasons_table, stage_table
-    from curate.summary import summarize_run
+    """Rows per stage, drop reasons with counts, time per stage, and cluster sizes where stages cluster."""
+    from curate.console import cluster_table, console, reasons_table, stage_table
+    from curate.summary import cluster_summaries, summarize_run
 
     try:
         summaries = summarize_run(run_dir)
+        clusters = cluster_summaries(run_dir)
     except CurateError as error:
         _fail(error)
     console.print(stage_table(summaries, title=f"run {run_dir}"))
     if any(s.reasons for s in summaries):
         console.print(reasons_table(summaries))
+    for summary in clusters:
+        console.print(cluster_table(summary))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from curate import progress as progress_api
-from curate.summary import StageSummary
+from curate.summary import ClusterSummary, StageSummary
 
 console = Console()
 
@@ -91,6 +91,18 @@ def reasons_table(summaries: Sequence[StageSummary]) -> Table:
     for s in summaries:
         for reason, count in s.reasons.items():
             table.add_row(s.label, reason, f"{count:,}", f"{count / max(s.rows_in, 1):.1%}")
+    return table
+
+
+def cluster_table(summary: ClusterSummary) -> Table:
+    lo, mid, hi = summary.sizes
+    klo, kmid, khi = summary.kept
+    table = Table(title=f"{summary.label}: {summary.clusters:,} clusters; rows per cluster {lo:,}/{mid:,.0f}/{hi:,}, "
+                  f"kept per cluster {klo:,}/{kmid:,.0f}/{khi:,} (min/median/max)", title_justify="left")
+    for name in ("largest clusters", "rows", "kept"):
+        table.add_column(name, justify="right")
+    for cluster, rows, kept in summary.largest:
+        table.add_row(str(cluster), f"{rows:,}", f"{kept:,}")
     return table
 
 

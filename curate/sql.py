@@ -1,8 +1,10 @@
 """SQL over a run directory with DuckDB.
 
-Views: one per stage, named by its label (`ingest`, `heuristics`, `dedup`, ...); `final` (the last
-stage); `rejected` (every dropped row of every stage, columns unified by name); `target` (when the
-config has one); `manifest` (one row per stage: rows in/out/rejected, seconds, fingerprint).
+Views: one per stage, named by its label (`ingest`, `heuristics`, `dedup`, ...); `<label>_all` (the
+stage's kept and dropped rows together, with a boolean `kept`: "what is in cluster 17" is one query);
+`final` (the last stage); `rejected` (every dropped row of every stage, columns unified by name);
+`target` (when the config has one); `manifest` (one row per stage: rows in/out/rejected, seconds,
+fingerprint).
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ def _add_view(con: duckdb.DuckDBPyConnection, name: str, datasets: list[Dataset]
         con.register(name, datasets[0].schema.empty_table() if datasets else pa.table({}))
 
 
+def _add_all_view(con: duckdb.DuckDBPyConnection, name: str, kept: Dataset, rejected: Dataset | None) -> None:
+    parts = [(kept, "true")] + ([(rejected, "false")] if rejected is not None else [])
+    selects = [f"SELECT *, {flag} AS kept FROM {_files_sql([d.path / s for s in d.shard_names])}"
+               for d, flag in parts if d.shard_names]
+    if selects:
+        con.execute(f"CREATE OR REPLACE VIEW {_quote(name)} AS " + " UNION ALL BY NAME ".join(selects))
+    else:
+        con.register(name, kept.schema.append(pa.field("kept", pa.bool_())).empty_table())
+
+
 def _manifest_table(run: RunDir) -> pa.Table:
     rows = []
     for out in run.outputs():
@@ -54,7 +66,10 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     outputs = run.outputs()
     for out in outputs:
-        _add_view(con, out.label, [Dataset.open(out.kept)])
+        kept = Dataset.open(out.kept)
+        _add_view(con, out.label, [kept])
+        rejected = Dataset.open(out.rejected) if Dataset.exists(out.rejected) else None
+        _add_all_view(con, f"{out.label}_all", kept, rejected)
     if outputs:
         _add_view(con, "final", [Dataset.open(outputs[-1].kept)])
     rejected = [Dataset.open(o.rejected) for o in outputs if Dataset.exists(o.rejected)]

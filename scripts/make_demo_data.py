@@ -4,7 +4,8 @@
 
 Deterministic (fixed seed). Writes pool.jsonl.zst (mixed-domain text with injected exact and near
 duplicates, junk rows, foreign-language rows and a few malformed lines), gsm8k.jsonl.zst (math
-instruction data with duplicates), target.jsonl.zst (other GSM8K problems: the target sample) and NOTICE.
+instruction data with duplicates), target.jsonl.zst (other GSM8K problems: the target sample), p3.jsonl.zst
+(multi-task instruction data for the diversity recipe) and NOTICE.
 """
 
 from __future__ import annotations
@@ -89,6 +90,19 @@ def build_pool(data: Path, rng: random.Random) -> list[str]:
     return lines
 
 
+def build_p3(data: Path) -> list[str]:
+    """Multi-task instruction data for the diversity recipe: 20 random rows of each P3 task (seed 3)."""
+    rows = read_jsonl(data / "p3_t0_mix" / "p3_t0_mix.jsonl")
+    rng = random.Random(3)
+    by_task: dict[str, list[dict]] = {}
+    for row in rows:
+        by_task.setdefault(row["task"], []).append(row)
+    picked = [r for task in sorted(by_task) for r in rng.sample(by_task[task], 20)]
+    rng.shuffle(picked)
+    keep = ("id", "task", "template", "prompt", "response")
+    return [json.dumps({k: r[k] for k in keep}, ensure_ascii=False) for r in picked]
+
+
 def build_gsm8k(data: Path, rng: random.Random) -> tuple[list[str], list[str]]:
     rows = read_jsonl(data / "gsm8k" / "gsm8k_train.jsonl")
     rng.shuffle(rows)
@@ -116,6 +130,10 @@ pool.jsonl.zst (pool_mixed: text chunks of six corpora)
 - PubMedQA PQA-L (pubmedqa/pubmedqa: data/ori_pqal.json): MIT
 - rows with ids demo-junk-*, demo-foreign-*, demo-broken-* were written for this demo (CC0)
 
+p3.jsonl.zst (20 rows of each of 31 tasks of the P3 / T0 training mixture)
+- P3 via yizhongw/self-instruct: data/finetuning/t0_train_50k/data_per_template/*.jsonl: Apache-2.0;
+  the underlying source data sets keep their own terms
+
 gsm8k.jsonl.zst, target.jsonl.zst
 - GSM8K train split (openai/grade-school-math: grade_school_math/data/train.jsonl): MIT,
   Copyright (c) 2021 OpenAI
@@ -132,6 +150,7 @@ def main() -> None:
     gsm8k, target = build_gsm8k(args.data, rng)
     write_zst("gsm8k.jsonl.zst", gsm8k)
     write_zst("target.jsonl.zst", target)
+    write_zst("p3.jsonl.zst", build_p3(args.data))
     (OUT / "NOTICE").write_text(NOTICE, encoding="utf-8")
 
 
