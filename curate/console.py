@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -94,16 +94,17 @@ def reasons_table(summaries: Sequence[StageSummary]) -> Table:
     return table
 
 
-def cluster_table(summary: ClusterSummary) -> Table:
+def cluster_table(summary: ClusterSummary) -> Group:
     lo, mid, hi = summary.sizes
     klo, kmid, khi = summary.kept
-    table = Table(title=f"{summary.label}: {summary.clusters:,} clusters; rows per cluster {lo:,}/{mid:,.0f}/{hi:,}, "
-                  f"kept per cluster {klo:,}/{kmid:,.0f}/{khi:,} (min/median/max)", title_justify="left")
+    table = Table(title=f"{summary.label}: {summary.clusters:,} clusters", title_justify="left")
     for name in ("largest clusters", "rows", "kept"):
         table.add_column(name, justify="right")
     for cluster, rows, kept in summary.largest:
         table.add_row(str(cluster), f"{rows:,}", f"{kept:,}")
-    return table
+    note = Text(f"rows per cluster {lo:,} / {mid:,.0f} / {hi:,}; kept per cluster {klo:,} / {kmid:,.0f} / {khi:,} "
+                "(min / median / max)")
+    return Group(table, note)
 
 
 def arrow_table(result: pa.Table, max_rows: int = 50, max_width: int = 60) -> Table:

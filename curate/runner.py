@@ -100,7 +100,8 @@ class Runner:
                                    run.rejected_dir(0, "ingest"))]
         for i, spec in enumerate(self.config.stage_specs(), start=1):
             parent = steps[-1]
-            fp = fingerprint(parent.fingerprint, spec.name, spec.params, __version__)
+            extra = REGISTRY[spec.name](spec.params).fingerprint_extra()
+            fp = fingerprint(parent.fingerprint, spec.name, spec.params, extra, __version__)
             steps.append(Step(i, spec.label, spec.name, spec.params, fp, run.stage_dir(i, spec.label),
                               run.rejected_dir(i, spec.label), parent=parent))
         return steps

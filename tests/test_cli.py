@@ -68,9 +68,22 @@ def test_sql_explains_planted_duplicates(demo_run):
     assert json.loads(near)["n"] >= 50  # of 60 planted near copies (1-3% of words changed)
 
 
+def test_sql_cluster_questions(demo_run):
+    sizes = curate("sql", str(demo_run), "SELECT cluster, count(*) AS size, count(*) FILTER (WHERE kept) AS kept "
+                   "FROM kmeans_diversity_all GROUP BY cluster", "--format", "json", cwd=demo_run).stdout
+    clusters = [json.loads(line) for line in sizes.splitlines()]
+    selected = Dataset.open(demo_run / "stages" / "07-kmeans_diversity").count()
+    assert len(clusters) == 32 and sum(c["kept"] for c in clusters) == selected
+    assert selected == int(0.5 * sum(c["size"] for c in clusters))  # fraction 0.5 with redistribute
+    members = curate("sql", str(demo_run), "SELECT id, kept FROM kmeans_diversity_all WHERE cluster = 17",
+                     "--format", "csv", cwd=demo_run).stdout.splitlines()
+    assert len(members) - 1 == next(c["size"] for c in clusters if c["cluster"] == 17)
+
+
 def test_inspect_and_validate(demo_run, tmp_path):
     out = curate("inspect", str(demo_run), cwd=demo_run).stdout
-    for word in ("ingest", "normalize", "heuristics", "language", "dedup", "near_duplicate", "malformed_json"):
+    for word in ("ingest", "normalize", "heuristics", "language", "dedup", "near_duplicate", "malformed_json",
+                 "embed", "semdedup", "kmeans_diversity: 32 clusters", "kept per cluster"):
         assert word in out
     (tmp_path / "bad.yaml").write_text("name: x\ninputs: [{path: nope.jsonl}]\noutput: o\nstages: [{dedupe: {}}]\n")
     bad = curate("validate", str(tmp_path / "bad.yaml"), cwd=tmp_path, check=False)
@@ -82,4 +95,4 @@ def test_inspect_and_validate(demo_run, tmp_path):
 
 def test_frozen_config_repeats_the_run_without_work(demo_run, tmp_path):
     out = curate("run", str(demo_run / "config.yaml"), "--no-prefect", cwd=tmp_path).stdout
-    assert out.count("skipped") == 6  # target, ingest, normalize, heuristics, language, dedup
+    assert out.count("skipped") == 9  # target, ingest, normalize, heuristics, language, dedup, embed, semdedup, kMQ

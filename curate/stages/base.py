@@ -170,6 +170,11 @@ class Stage:
         """The resolved parameters: part of the stage's fingerprint."""
         return self.params.model_dump(mode="json")
 
+    def fingerprint_extra(self) -> dict[str, Any]:
+        """What else decides the output besides the parameters (e.g. the files of a model named by path),
+        so that a re-run redoes the stage when it changes. Cheap: called when a run is planned."""
+        return {}
+
     def check_input(self, schema: pa.Schema) -> None:
         missing = [c for c in self.needs if c not in schema.names]
         if missing:
