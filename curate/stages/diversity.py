@@ -41,7 +41,6 @@ from pydantic import Field, model_validator
 
 from curate.embedding import EMBEDDING, check_embedding_type, embedding_matrix
 from curate.errors import CurateError
-from curate.kmeans import Init, kmeans
 from curate.selection import (
     allocate_quotas,
     fraction_to_k,
@@ -49,23 +48,21 @@ from curate.selection import (
     quotas_from_weights,
     segmented_top_k,
 )
-from curate.stages.base import Decision, GlobalStage, Params, Rows, register
+from curate.stages.base import Decision, GlobalStage, Rows, register
+from curate.stages.clustering import KMeansParams
 
 log = logging.getLogger("curate")
 
 _REASONS = pa.array([None, "not_selected", "missing_embedding"], pa.string())
 
 
-class KMeansDiversityParams(Params):
-    """kMQ settings; see the module docstring."""
+class KMeansDiversityParams(KMeansParams):
+    """kMQ settings (k-means defaults from the kMQ config); see the module docstring."""
 
     clusters: int = Field(1024, ge=1)
     niter: int = Field(300, ge=1)
     nredo: int = Field(5, ge=1)
-    seed: int = 1234
     spherical: bool = False
-    init: Init = "kmeans++"
-    max_points_per_centroid: int | None = Field(256, ge=1)
     quota: Literal["equal", "proportional"] = "equal"
     redistribute: bool = False
     quality: str | None = None
@@ -129,8 +126,7 @@ class KMeansDiversity(GlobalStage):
         rng = np.random.default_rng(p.seed)
         noise = gumbel_noise(rng, n)  # first, one per row in dataset order: independent of sharding
         live = np.flatnonzero(valid)
-        result = kmeans(x if len(live) == n else x[live], p.clusters, niter=p.niter, nredo=p.nredo, seed=p.seed,
-                        spherical=p.spherical, init=p.init, max_points_per_centroid=p.max_points_per_centroid)
+        result = p.fit(x if len(live) == n else x[live], spherical=p.spherical)
         del x
         labels = np.full(n, -1, np.int64)
         labels[live] = result.assignment

@@ -37,8 +37,9 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from curate.embedding import EMBEDDING, check_embedding_type, embedding_matrix
-from curate.kmeans import Init, kmeans, l2_normalize
-from curate.stages.base import Decision, GlobalStage, Params, Rows, register
+from curate.kmeans import l2_normalize
+from curate.stages.base import Decision, GlobalStage, Rows, register
+from curate.stages.clustering import KMeansParams
 
 log = logging.getLogger("curate")
 
@@ -46,15 +47,8 @@ Mode = Literal["reference", "greedy"]
 _REASONS = pa.array([None, "semantic_duplicate", "missing_embedding"], pa.string())
 
 
-class SemDedupParams(Params):
-    """SemDeDup settings; see the module docstring."""
-
-    clusters: int = Field(1000, ge=1)
-    niter: int = Field(100, ge=1)
-    nredo: int = Field(1, ge=1)
-    seed: int = 1234
-    init: Init = "kmeans++"
-    max_points_per_centroid: int | None = Field(256, ge=1)
+class SemDedupParams(KMeansParams):
+    """SemDeDup settings (k-means defaults as NeMo Curator's); see the module docstring."""
     eps: float = Field(0.01, ge=0, le=2)
     order: Literal["hard", "easy", "random"] = "hard"
     mode: Mode = "reference"
@@ -141,8 +135,7 @@ def semdedup(x: np.ndarray, ids: pa.Array, params: SemDedupParams) -> tuple[np.n
     """SemDeDup over unit rows `x`: (removed mask, matched row or -1, its cosine, K used), rows in input order."""
     p = params
     n = len(x)
-    result = kmeans(x, p.clusters, niter=p.niter, nredo=p.nredo, seed=p.seed, spherical=True, init=p.init,
-                    max_points_per_centroid=p.max_points_per_centroid)
+    result = p.fit(x, spherical=True)
     id_rank = np.empty(n, np.int64)
     id_rank[pc.sort_indices(ids).to_numpy()] = np.arange(n)
     rng = np.random.default_rng(p.seed) if p.order == "random" else None
