@@ -173,5 +173,53 @@ def inspect(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
         console.print(cluster_table(summary))
 
 
+@app.command("train-lm")
+def train_lm_command(
+    source: Path = typer.Argument(..., metavar="INPUT", help="JSONL or Parquet file, or a curate dataset folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for the model and tokenizer"),
+    field: str = typer.Option("text", "--field", help="text field, or 'prompt+response' (joined by a newline)"),
+    init: str = typer.Option(None, "--init", help="model to fine-tune (folder or hub id); default: from scratch"),
+    steps: int = typer.Option(None, "--steps", help="optimizer steps (from scratch; default 200)"),
+    epochs: float = typer.Option(None, "--epochs", help="passes over the data instead of --steps"),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="tokenizer vocabulary (default 8192)"),
+    layers: int = typer.Option(None, "--layers", help="transformer layers (default 2)"),
+    width: int = typer.Option(None, "--width", help="hidden size (default 128)"),
+    heads: int = typer.Option(None, "--heads", help="attention heads (default 4)"),
+    seq_len: int = typer.Option(None, "--seq-len", help="tokens per training sequence (default 128)"),
+    batch_size: int = typer.Option(None, "--batch-size", help="sequences per step (default 16)"),
+    lr: float = typer.Option(None, "--lr", help="peak learning rate (default 1e-3)"),
+    seed: int = typer.Option(None, "--seed", help="seed (default 0)"),
+    limit: int = typer.Option(None, "--limit", help="use the first N rows only"),
+    device: str = typer.Option(None, "--device", help="auto, cpu or cuda (default auto)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log training progress"),
+) -> None:
+    """Train a small GPT-style LM (tokenizer included) on a text field, or fine-tune one with --init."""
+    import pydantic
+
+    from curate.console import RichProgress, console
+    from curate.models.lm_train import LMTrainConfig, read_train_info, read_training_texts, train_lm
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    chosen = {"steps": steps, "epochs": epochs, "vocab_size": vocab_size, "n_layer": layers, "n_embd": width,
+              "n_head": heads, "seq_len": seq_len, "batch_size": batch_size, "lr": lr, "seed": seed,
+              "device": device}
+    try:
+        config = LMTrainConfig(**{k: v for k, v in chosen.items() if v is not None})
+        if limit is not None and limit < 1:
+            raise CurateError("--limit must be at least 1")
+        texts = read_training_texts(source, field, limit)
+        with RichProgress():
+            folder = train_lm(texts, out, config, init=init)
+        info = read_train_info(folder)
+    except pydantic.ValidationError as error:
+        options = {"n_layer": "layers", "n_embd": "width", "n_head": "heads"}  # config field -> CLI option
+        _fail(CurateError("; ".join(f"--{options.get(str(e['loc'][0]), str(e['loc'][0])).replace('_', '-')}: "
+                                    f"{e['msg']}" if e["loc"] else e["msg"] for e in error.errors())))
+    except CurateError as error:
+        _fail(error)
+    console.print(f"model saved to {folder}: {info['texts']} texts, {info['tokens']} tokens, {info['steps']} steps, "
+                  f"final loss {info['final_loss']:.4f}", highlight=False)
+
+
 if __name__ == "__main__":
     app()

@@ -173,6 +173,10 @@ def parse_config(data: Any, base_dir: str | Path = ".", output: str | None = Non
         except ImportError as err:
             raise ConfigError(f"plugins[{i}]: cannot import {module!r}: {err}") from None
     specs, problems = _validate_stages(config.stages)
+    if config.target is None:
+        for i, spec in enumerate(specs):
+            if REGISTRY[spec.name](spec.params).requires_target():
+                problems.append(f"stages[{i}].{spec.name}: needs a `target:` sample in the config")
     problems += _check_paths(config)
     if problems:
         raise ConfigError(problems)

@@ -31,7 +31,8 @@ console = Console()
 class RowsPerSecond(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} rows/s" if speed else "", style="cyan")
+        unit = task.fields.get("unit", "rows")
+        return Text(f"{speed:,.{1 if speed and speed < 10 else 0}f} {unit}/s" if speed else "", style="cyan")
 
 
 class RichProgress(progress_api.Progress):
@@ -53,9 +54,9 @@ class RichProgress(progress_api.Progress):
         progress_api.set_progress(self.previous)
         self.bars.stop()
 
-    def start(self, key: str, description: str, total: int | None) -> None:
+    def start(self, key: str, description: str, total: int | None, unit: str = "rows") -> None:
         with self.lock:
-            self.tasks[key] = self.bars.add_task(description, total=total)
+            self.tasks[key] = self.bars.add_task(description, total=total, unit=unit)
 
     def advance(self, key: str, rows: int) -> None:
         with self.lock:

@@ -12,11 +12,11 @@ import threading
 class Progress:
     """Base reporter: does nothing. Subclasses draw bars or log."""
 
-    def start(self, key: str, description: str, total: int | None) -> None:
-        """A stage step begins; `total` rows, when known."""
+    def start(self, key: str, description: str, total: int | None, unit: str = "rows") -> None:
+        """A stage step begins; `total` units (rows, or e.g. training steps), when known."""
 
     def advance(self, key: str, rows: int) -> None:
-        """`rows` more rows done in step `key` (called from worker threads)."""
+        """`rows` more units done in step `key` (called from worker threads)."""
 
     def finish(self, key: str) -> None:
         """The step is over."""

@@ -6,6 +6,7 @@ runs/<name>/
   stages/NN-<label>/    a Dataset per stage (kept rows)
   rejected/NN-<label>/  a Dataset of dropped rows with reasons
   target/               the ingested target sample, when the config names one
+  scores/<label>-<key>/ scorers' stored summaries (scores), keyed by what decides them: re-deciding is free
   models/               auxiliary and fine-tuned models
 """
 
@@ -41,6 +42,7 @@ class RunDir:
         self.target = self.root / "target"
         self.target_rejected = self.rejected / "target"
         self.models = self.root / "models"
+        self.scores = self.root / "scores"
 
     @classmethod
     def open(cls, root: str | Path) -> RunDir:

@@ -33,7 +33,16 @@ from curate.io.sources import InputUnit, plan_units, units_for
 from curate.progress import progress
 from curate.rundir import RunDir
 from curate.stages import REGISTRY
-from curate.tasks import WORK, apply_task, decide_task, ingest_task, map_task, read_receipts, summarize_task
+from curate.tasks import (
+    WORK,
+    apply_task,
+    decide_task,
+    ingest_task,
+    map_task,
+    prepare_task,
+    read_receipts,
+    summarize_task,
+)
 
 log = logging.getLogger("curate")
 INGEST_COLUMNS = pa.schema([("id", pa.string()), ("source", pa.string()), ("text", pa.string())])
@@ -128,11 +137,15 @@ class Runner:
         return results
 
     def _remove_stale_outputs(self) -> None:
-        """Stage folders of an earlier config that this plan no longer has (derived data only)."""
+        """Stage folders of an earlier config that this plan no longer has (derived data only). Stored
+        scores and models are kept for every stage still planned, so a changed decision can reuse them."""
         planned = {s.out_dir.name for s in self.steps} | {"target"}
-        for folder in (self.run_dir.stages, self.run_dir.rejected):
+        labels = {s.label for s in self.steps}
+        for folder in (self.run_dir.stages, self.run_dir.rejected, self.run_dir.scores, self.run_dir.models):
             for path in folder.glob("*") if folder.is_dir() else []:
-                if path.is_dir() and path.name not in planned:
+                stale = path.name not in planned if folder in (self.run_dir.stages, self.run_dir.rejected) \
+                    else path.name.rsplit("-", 1)[0] not in labels and path.name not in labels
+                if path.is_dir() and stale:
                     log.info("removing %s: not a stage of this config", path)
                     shutil.rmtree(path)
 
@@ -191,18 +204,34 @@ class Runner:
             str(step.rejected_dir), key))
         self.executor.map(map_task, calls, names)
 
+    def summary_dir(self, step: Step) -> Path:
+        """Where a global stage's summaries go: kept under scores/ (by what decides them) for scorers."""
+        stage = REGISTRY[step.stage](step.params)
+        if not getattr(stage, "keep_summaries", False):
+            return step.out_dir / WORK
+        key = fingerprint(step.parent.fingerprint, step.stage, stage.summary_params(), stage.fingerprint_extra(),
+                          __version__)
+        return self.run_dir.scores / f"{step.label}-{key[:16]}"
+
     def _run_global(self, step: Step, parent: Dataset) -> None:
         work = step.out_dir / WORK
         work.mkdir(exist_ok=True)
+        summaries = self.summary_dir(step)
+        summaries.mkdir(parents=True, exist_ok=True)
+        target = str(self.run_dir.target) if Dataset.exists(self.run_dir.target) else None
+        models = self.run_dir.models / summaries.name if summaries != work else self.run_dir.models / step.label
+        prepared = self.executor.call(prepare_task, (
+            step.stage, step.params, step.label, str(parent.path), target, str(models), str(summaries)),
+            f"{step.label}:prepare")
         key = f"{step.label}:summarize"
         progress().start(key, f"{step.label} (summarize)", parent.count())
         calls, names = self._shard_calls(step, parent, lambda s: (
-            step.stage, step.params, str(parent.path), s, str(work), key))
+            step.stage, step.params, str(parent.path), s, str(summaries), key, prepared))
         self.executor.map(summarize_task, calls, [f"{n}:summarize" for n in names])
         progress().finish(key)
         if parent.count():
-            self.executor.call(decide_task, (step.stage, step.params, str(parent.path), str(work)),
-                               f"{step.label}:decide")
+            self.executor.call(decide_task, (step.stage, step.params, str(parent.path), str(summaries), str(work),
+                                             prepared), f"{step.label}:decide")
         key = step.label
         progress().start(key, f"{step.label} (apply)", parent.count())
         calls, names = self._shard_calls(step, parent, lambda s: (

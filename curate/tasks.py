@@ -20,7 +20,7 @@ from curate.dataset import Dataset, ShardInfo, ShardWriter, atomic_write_text, w
 from curate.io.ingest import ingest_unit
 from curate.io.sources import InputUnit
 from curate.progress import progress
-from curate.stages.base import Decision, apply_decision, ready_stage
+from curate.stages.base import REGISTRY, Decision, StageContext, apply_decision, ready_stage
 
 RECEIPTS = "_tasks"
 WORK = "_work"
@@ -94,30 +94,46 @@ def map_task(name: str, params: dict[str, Any], label: str, in_dir: str, shard: 
     return _split_shard(((t, stage.process(t)) for t in tables), label, shard, out_dir, rejected_dir, key)
 
 
-def summarize_task(name: str, params: dict[str, Any], in_dir: str, shard: str, work_dir: str,
-                   key: str) -> str:
-    """The map half of a global stage: the shard's summary (ids, signatures, scores) to `_work/`."""
+def prepare_task(name: str, params: dict[str, Any], label: str, in_dir: str, target_dir: str | None,
+                 models_dir: str, summary_dir: str) -> dict[str, Any]:
+    """A global stage's one-off preparation (e.g. training auxiliary models); its artifacts are stored
+    with the summaries, so a resumed or re-decided run does not prepare again."""
+    marker = Path(summary_dir) / "prepared.json"
+    if marker.is_file():
+        return json.loads(marker.read_text())
+    stage = REGISTRY[name](params)
+    target = Dataset.open(target_dir) if target_dir else None
+    context = StageContext(input=Dataset.open(in_dir), target=target, models_dir=Path(models_dir), label=label)
+    prepared = stage.prepare(context)
+    atomic_write_text(marker, json.dumps(prepared))
+    return prepared
+
+
+def summarize_task(name: str, params: dict[str, Any], in_dir: str, shard: str, summary_dir: str,
+                   key: str, prepared: dict[str, Any] | None = None) -> str:
+    """The map half of a global stage: the shard's summary (ids, signatures, scores)."""
     target = f"summary-{shard}"
-    if (Path(work_dir) / target).is_file():
+    if (Path(summary_dir) / target).is_file():
         return target
-    stage = ready_stage(name, params)
+    stage = ready_stage(name, params, prepared)
     parent = Dataset.open(in_dir)
     pieces = []
     for table in parent.iter_shard_batches(shard, list(stage.needs), batch_rows=stage.batch_rows):
         pieces.append(stage.summarize(table))
         progress().advance(key, table.num_rows)
-    write_shard(work_dir, target, pa.concat_tables(pieces))
+    write_shard(summary_dir, target, pa.concat_tables(pieces))
     return target
 
 
-def decide_task(name: str, params: dict[str, Any], in_dir: str, work_dir: str) -> None:
+def decide_task(name: str, params: dict[str, Any], in_dir: str, summary_dir: str, work_dir: str,
+                prepared: dict[str, Any] | None = None) -> None:
     """The global half: one decision over all summaries, stored per shard for the apply tasks."""
     marker = Path(work_dir) / "_decided.json"
     if marker.is_file():
         return
-    stage = ready_stage(name, params)
+    stage = ready_stage(name, params, prepared)
     parent = Dataset.open(in_dir)
-    summary = pa.concat_tables([pq.read_table(Path(work_dir) / f"summary-{s}") for s in parent.shard_names])
+    summary = pa.concat_tables([pq.read_table(Path(summary_dir) / f"summary-{s}") for s in parent.shard_names])
     decision = stage.decide(summary, parent).to_table(summary.num_rows)
     for shard, offset in zip(parent.shards, parent.shard_offsets().values(), strict=True):
         write_shard(work_dir, f"decision-{shard.file}", decision.slice(offset, shard.rows))

@@ -72,7 +72,7 @@ def test_sql_cluster_questions(demo_run):
     sizes = curate("sql", str(demo_run), "SELECT cluster, count(*) AS size, count(*) FILTER (WHERE kept) AS kept "
                    "FROM kmeans_diversity_all GROUP BY cluster", "--format", "json", cwd=demo_run).stdout
     clusters = [json.loads(line) for line in sizes.splitlines()]
-    selected = Dataset.open(demo_run / "stages" / "07-kmeans_diversity").count()
+    selected = Dataset.open(demo_run / "stages" / "09-kmeans_diversity").count()
     assert len(clusters) == 32 and sum(c["kept"] for c in clusters) == selected
     assert selected == int(0.5 * sum(c["size"] for c in clusters))  # fraction 0.5 with redistribute
     members = curate("sql", str(demo_run), "SELECT id, kept FROM kmeans_diversity_all WHERE cluster = 17",
@@ -80,10 +80,29 @@ def test_sql_cluster_questions(demo_run):
     assert len(members) - 1 == next(c["size"] for c in clusters if c["cluster"] == 17)
 
 
+def test_lm_stages_in_the_demo(demo_run):
+    """perplexity drops the top decile of PPL after holding out the reference LM's 10%; CoLoR-Filter's top half
+    (target: GSM8K) is mostly GSM8K (measured 1,046 of 1,116 against 47% of its input)."""
+    ppl = json.loads(curate("sql", str(demo_run), "SELECT count(*) AS n, count(*) FILTER (WHERE reason = "
+                            "'reference_split') AS held, count(*) FILTER (WHERE kept) AS kept, "
+                            "bool_and(ppl > 1) AS finite FROM perplexity_all", "--format", "json",
+                            cwd=demo_run).stdout)
+    assert ppl["held"] == ppl["n"] // 10 and ppl["kept"] == int(0.9 * (ppl["n"] - ppl["held"])) and ppl["finite"]
+    rows = curate("sql", str(demo_run), "SELECT source = 'gsm8k' AS math, count(*) AS n, count(*) FILTER "
+                  "(WHERE kept) AS kept FROM color_filter_all GROUP BY ALL", "--format", "json", cwd=demo_run).stdout
+    counts = {r["math"]: r for r in map(json.loads, rows.splitlines())}
+    total, kept = counts[True]["n"] + counts[False]["n"], counts[True]["kept"] + counts[False]["kept"]
+    assert kept == total // 2
+    assert counts[True]["kept"] / kept >= 0.8 > 0.6 >= counts[True]["n"] / total
+    models = {p.name for p in (demo_run / "models").glob("*/*") if p.is_dir()}
+    assert models == {"reference", "prior", "conditional"}
+
+
 def test_inspect_and_validate(demo_run, tmp_path):
     out = curate("inspect", str(demo_run), cwd=demo_run).stdout
     for word in ("ingest", "normalize", "heuristics", "language", "dedup", "near_duplicate", "malformed_json",
-                 "embed", "semdedup", "kmeans_diversity: 32 clusters", "kept per cluster"):
+                 "embed", "semdedup", "perplexity", "reference_split", "color_filter",
+                 "kmeans_diversity: 32 clusters", "kept per cluster"):
         assert word in out
     (tmp_path / "bad.yaml").write_text("name: x\ninputs: [{path: nope.jsonl}]\noutput: o\nstages: [{dedupe: {}}]\n")
     bad = curate("validate", str(tmp_path / "bad.yaml"), cwd=tmp_path, check=False)
@@ -95,4 +114,32 @@ def test_inspect_and_validate(demo_run, tmp_path):
 
 def test_frozen_config_repeats_the_run_without_work(demo_run, tmp_path):
     out = curate("run", str(demo_run / "config.yaml"), "--no-prefect", cwd=tmp_path).stdout
-    assert out.count("skipped") == 9  # target, ingest, normalize, heuristics, language, dedup, embed, semdedup, kMQ
+    assert out.count("skipped") == 11  # target, ingest and the 9 stages
+
+
+def test_train_lm_command(tmp_path):
+    """`curate train-lm` trains from scratch on a JSONL file, then fine-tunes that model on prompt+response pairs
+    (`--init`, `--epochs`); the folders load as Hugging Face models; bad options name the option."""
+    from transformers import AutoModelForCausalLM
+
+    from curate.models.lm_train import read_train_info
+
+    data = Path(__file__).parent / "data"
+    out = curate("train-lm", str(data / "ingest" / "pool_sample.jsonl"), "-o", str(tmp_path / "lm"),
+                 "--vocab-size", "300", "--width", "32", "--heads", "2", "--steps", "20", "--seq-len", "64",
+                 cwd=tmp_path).stdout
+    info = read_train_info(tmp_path / "lm")
+    assert "model saved to" in out and info["steps"] == 20 and info["texts"] == 60
+    assert info["last_loss"] < info["first_loss"]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "lm")
+    assert model.config.n_embd == 32 and model.config.vocab_size == 300
+    curate("train-lm", str(data / "ingest" / "gsm8k_sample.jsonl"), "-o", str(tmp_path / "tuned"), "--field",
+           "prompt+response", "--init", str(tmp_path / "lm"), "--epochs", "1", "--seq-len", "64", "--limit", "30",
+           cwd=tmp_path)
+    tuned = read_train_info(tmp_path / "tuned")
+    assert tuned["init"] == str(tmp_path / "lm") and tuned["texts"] == 30
+    bad = curate("train-lm", str(data / "ingest" / "pool_sample.jsonl"), "-o", str(tmp_path / "x"), "--width", "30",
+                 "--heads", "4", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "must be a multiple of n_head" in bad.stdout
+    missing = curate("train-lm", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "y"), cwd=tmp_path, check=False)
+    assert missing.returncode == 2 and "nope.jsonl" in missing.stdout

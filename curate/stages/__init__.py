@@ -16,4 +16,14 @@ __all__ = ["REGISTRY", "Decision", "GlobalStage", "MapStage", "Params", "Resourc
            "apply_decision", "register"]
 
 # Built-in stages register themselves on import.
-from curate.stages import dedup, diversity, embed, heuristics, language, normalize, semdedup  # noqa: F401
+from curate.stages import (  # noqa: F401
+    color_filter,
+    dedup,
+    diversity,
+    embed,
+    heuristics,
+    language,
+    normalize,
+    perplexity,
+    semdedup,
+)

@@ -18,6 +18,7 @@ import importlib.util
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -170,6 +171,10 @@ class Stage:
         """The resolved parameters: part of the stage's fingerprint."""
         return self.params.model_dump(mode="json")
 
+    def requires_target(self) -> bool:
+        """True when the stage needs the config's `target:` sample (checked before any work)."""
+        return False
+
     def fingerprint_extra(self) -> dict[str, Any]:
         """What else decides the output besides the parameters (e.g. the files of a model named by path),
         so that a re-run redoes the stage when it changes. Cheap: called when a run is planned."""
@@ -197,10 +202,36 @@ class MapStage(Stage):
         return apply_decision(table, self.process(table), self.name)
 
 
+@dataclass(frozen=True)
+class StageContext:
+    """What a global stage's `prepare` may use: its input, the run's target sample, a folder for models."""
+
+    input: Any  # curate.dataset.Dataset (not imported here: the dataset module imports this one's users)
+    target: Any | None
+    models_dir: Path
+    label: str
+
+
 class GlobalStage(Stage):
-    """Needs all rows at once, but only a few columns: summarize per shard, decide once, apply per shard."""
+    """Needs all rows at once, but only a few columns: summarize per shard, decide once, apply per shard.
+
+    Optional: `prepare(context)` runs once before the summaries (e.g. to train auxiliary models on the input
+    and the target); the JSON-able artifacts it returns (model paths) reach every worker's instance as
+    `self.prepared`. With `keep_summaries`, summaries (scores) are stored under the run's `scores/`, keyed
+    by `summary_params()`: a new decision (another budget or threshold) re-uses them without re-scoring.
+    """
 
     kind = "global"
+    keep_summaries: ClassVar[bool] = False
+    prepared: dict[str, Any]
+
+    def prepare(self, context: StageContext) -> dict[str, Any]:
+        """Once per run of the stage, before any summary; returns artifacts for `self.prepared`."""
+        return {}
+
+    def summary_params(self) -> dict[str, Any]:
+        """The parameters that decide the summaries (the rest only decide): by default all of them."""
+        return self.config()
 
     def summarize(self, table: pa.Table) -> pa.Table:
         """The per-shard (map) part: by default just the columns the stage needs."""
@@ -211,6 +242,8 @@ class GlobalStage(Stage):
         raise NotImplementedError
 
     def __call__(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
+        if not hasattr(self, "prepared"):
+            self.prepared = {}
         summaries = [self.summarize(table.slice(i, self.batch_rows))
                      for i in range(0, max(table.num_rows, 1), self.batch_rows)]
         decision = self.decide(pa.concat_tables(summaries), TableRows(table))
@@ -233,15 +266,20 @@ _ready: dict[str, Stage] = {}
 _ready_lock = threading.Lock()
 
 
-def ready_stage(name: str, params: dict[str, Any]) -> Stage:
-    """The worker's instance of a stage, built and set up once per process (models load once)."""
+def ready_stage(name: str, params: dict[str, Any], prepared: dict[str, Any] | None = None) -> Stage:
+    """The worker's instance of a stage, built and set up once per process (models load once).
+
+    `prepared`: a global stage's artifacts from `prepare`, set before `setup` so it can load them.
+    """
     from curate.hashing import canonical_json
 
-    key = name + canonical_json(params)
+    key = name + canonical_json(params) + canonical_json(prepared or {})
     with _ready_lock:
         stage = _ready.get(key)
         if stage is None:
             stage = REGISTRY[name](params)
+            if isinstance(stage, GlobalStage):
+                stage.prepared = dict(prepared or {})
             stage.setup()
             _ready[key] = stage
         return stage

@@ -1,0 +1,361 @@
+"""Small causal LMs trained here, without downloads: a byte-level BPE tokenizer and a GPT-2 style model.
+
+Used for the auxiliary models of CoLoR-Filter (methods.md §1.3: a prior trained from scratch, and a
+conditional model = the prior fine-tuned for one epoch on the target with a fresh optimizer) and for the
+perplexity stage's reference model.
+
+Tokenizer convention (GPT-2 style): one special token, `<|endoftext|>`, is BOS, EOS and padding at once;
+the tokenizer adds no special tokens by itself. Training data are packed: every document is preceded by
+the start token (BOS, or EOS where the tokenizer has no distinct BOS), followed by EOS where the two
+differ, the documents are joined and cut into `seq_len` chunks. `LMScorer` prepends the same start token,
+so the first real token of a scored text is predicted in the same context the model was trained in.
+
+A trained folder holds the model and tokenizer (`save_pretrained`, loadable with `AutoModelForCausalLM` /
+`AutoTokenizer`) and `curate_lm.json` (the config, the data size and the losses).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pydantic
+from pydantic import Field
+
+from curate.errors import CurateError
+from curate.models.embedder import looks_like_path
+from curate.progress import progress
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+log = logging.getLogger("curate")
+
+SPECIAL_TOKEN = "<|endoftext|>"
+INFO_FILE = "curate_lm.json"
+IGNORE_INDEX = -100
+
+
+class LMTrainConfig(pydantic.BaseModel):
+    """Architecture, optimiser and schedule of a small GPT-2 style LM (also a nested stage parameter)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    vocab_size: int = Field(8192, ge=258)  # byte-level BPE: 256 bytes + the special token at least
+    n_layer: int = Field(2, ge=1)
+    n_embd: int = Field(128, ge=8)
+    n_head: int = Field(4, ge=1)
+    seq_len: int = Field(128, ge=2)
+    steps: int = Field(200, ge=1)  # optimizer steps when training from scratch
+    epochs: float | None = Field(None, gt=0)  # when set: passes over the data instead of `steps`
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0)  # 0 turns clipping off
+    seed: int = 0
+    device: str = "auto"
+
+    @pydantic.model_validator(mode="after")
+    def _heads_divide_width(self) -> LMTrainConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        return self
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer (lossless on any UTF-8 text) and save it into `out_dir`.
+
+    Returns a `PreTrainedTokenizerFast` whose single special token `<|endoftext|>` is BOS, EOS and PAD.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 258:
+        raise CurateError(f"vocab_size {vocab_size} is too small: a byte-level tokenizer needs at least 258")
+    backend = Tokenizer(models.BPE())
+    # No normalizer and no prefix space: decode(encode(text)) gives back the exact text.
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[SPECIAL_TOKEN], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator((t for t in texts if t), trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=SPECIAL_TOKEN, eos_token=SPECIAL_TOKEN,
+                                        pad_token=SPECIAL_TOKEN, clean_up_tokenization_spaces=False)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out)
+    return tokenizer
+
+
+@contextmanager
+def hf_bars_off() -> Iterator[None]:
+    """Silence transformers' progress bars (loading/writing weights): they cut through curate's own display."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def start_token_id(tokenizer: Any) -> int | None:
+    """The token put before every document: BOS, or EOS for GPT-2 style tokenizers that have no BOS."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
+def pack(token_lists: Sequence[Sequence[int]], start: int, eos: int | None, seq_len: int) -> np.ndarray:
+    """Documents joined as `start doc [eos]`, cut into rows of `seq_len` (the last row padded with -1)."""
+    tail = [eos] if eos is not None and eos != start else []
+    pieces = [np.asarray([start, *ids, *tail], dtype=np.int64) for ids in token_lists if len(ids)]
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+    rows = -(-len(stream) // seq_len)
+    padded = np.full(rows * seq_len, -1, dtype=np.int64)
+    padded[: len(stream)] = stream
+    chunks = padded.reshape(rows, seq_len)
+    # A last chunk with a single token has nothing to predict.
+    return chunks if rows == 0 or (chunks[-1] >= 0).sum() >= 2 else chunks[:-1]
+
+
+def lr_at(step: int, total: int, config: LMTrainConfig) -> float:
+    """Linear warmup to `lr`, then cosine decay reaching `min_lr_ratio * lr` at the last step."""
+    warmup = min(config.warmup_steps, total)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup - 1)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+
+
+def _new_model(tokenizer: Any, config: LMTrainConfig) -> Any:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    eos = tokenizer.eos_token_id
+    gpt = GPT2Config(vocab_size=len(tokenizer), n_positions=config.seq_len, n_embd=config.n_embd,
+                     n_layer=config.n_layer, n_head=config.n_head, bos_token_id=eos, eos_token_id=eos,
+                     pad_token_id=eos, tie_word_embeddings=True,
+                     # Small models on little data: dropout only slows the loss down, and without it a
+                     # seed fixes the whole run.
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2LMHeadModel(gpt)
+
+
+def load_causal_lm(model: str | Path, role: str = "language model", dtype: Any = None) -> tuple[Any, Any]:
+    """(model, tokenizer) from a local folder or a hub id, on CPU; a CurateError naming the model on failure.
+
+    `dtype`: a torch dtype, or "auto" for the checkpoint's; None: float32.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = str(model)
+    path = Path(name).expanduser()
+    if path.exists() or looks_like_path(name):
+        if not path.is_dir():
+            raise CurateError(f"{role}: no model folder at {name!r} (resolved: {str(path.resolve())!r})")
+        what, source, hint = f"from the folder {name!r}", str(path), ""
+    else:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        what, source = f"{name!r} (a hub id; no local folder has that name)", name
+        hint = (" HF_HUB_OFFLINE is set, so only models already in the local Hugging Face cache load."
+                if offline else " A hub id needs network access unless the model is in the local Hugging Face cache.")
+    try:
+        with hf_bars_off():
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32 if dtype is None else dtype)
+    except Exception as error:  # any loader failure: name the model first, then the cause
+        cause = " ".join(str(error).split())
+        raise CurateError(f"could not load the {role} {what}.{hint} Cause: {type(error).__name__}: {cause}") from error
+    return lm, tokenizer
+
+
+def _batches(n_chunks: int, batch_size: int, steps: int, items: int | None, seed: int) -> list[np.ndarray]:
+    """Chunk indices per step: a fresh seeded permutation per pass over the data, `items` chunks in all
+    when given (epochs mode), else `steps` full batches."""
+    rng = np.random.default_rng(seed)
+    needed = items if items is not None else steps * batch_size
+    order = np.concatenate([rng.permutation(n_chunks) for _ in range(-(-needed // n_chunks))])[:needed]
+    return [order[i: i + batch_size] for i in range(0, needed, batch_size)]
+
+
+def _adamw(model: Any, config: LMTrainConfig) -> Any:
+    import torch
+
+    # Weight decay on matrices only: decaying norms and biases pulls them towards 0 for no gain.
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=1e-8)
+
+
+def train_lm(texts: Sequence[str], out_dir: str | Path, config: LMTrainConfig = LMTrainConfig(),
+             init: str | Path | None = None) -> Path:
+    """Train a small causal LM on `texts` (from scratch, or continuing from `init` with a fresh optimizer)
+    and save model, tokenizer and `curate_lm.json` into `out_dir`; returns `out_dir`.
+
+    From scratch: a byte-level BPE tokenizer on `texts`, a GPT-2 model of `config`'s size, `config.steps`
+    optimizer steps. With `init` (an HF folder or hub id): its model and tokenizer; the architecture fields
+    of `config` are ignored. `config.epochs`, when set, replaces `steps` by that many passes over the chunks.
+    """
+    import torch
+
+    from curate.models.embedder import resolve_device
+
+    texts = [t for t in texts if t]
+    if not texts:
+        raise CurateError(f"train_lm: no non-empty training texts for the model in {str(out_dir)!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)  # the model's initial weights
+    if init is None:
+        tokenizer = train_tokenizer(texts, config.vocab_size, out)
+        model = _new_model(tokenizer, config)
+    else:
+        model, tokenizer = load_causal_lm(init, "model to fine-tune (init)")
+    start, eos = start_token_id(tokenizer), tokenizer.eos_token_id
+    if start is None:
+        raise CurateError(f"the tokenizer of {str(init)!r} has neither a BOS nor an EOS token to separate documents")
+    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    if context is not None and config.seq_len > context:
+        raise CurateError(f"seq_len {config.seq_len} is longer than the model's context ({context} tokens)")
+    # Long documents are packed into seq_len chunks, so the tokenizer's length limit would only warn.
+    tokenizer.model_max_length = 1 << 60
+    token_lists = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    chunks = pack(token_lists, start, eos, config.seq_len)
+    if not len(chunks):
+        raise CurateError("train_lm: the training texts hold too few tokens to train on")
+    items = math.ceil(config.epochs * len(chunks)) if config.epochs is not None else None
+    batches = _batches(len(chunks), config.batch_size, config.steps, items, config.seed)
+
+    model.to(device).train()
+    optimizer = _adamw(model, config)
+    data = torch.from_numpy(chunks)
+    use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    losses: list[float] = []
+    every = max(1, len(batches) // 10)
+    log.info("train_lm: %d texts, %d tokens, %d chunks of %d, %d steps on %s -> %s", len(texts),
+             sum(map(len, token_lists)), len(chunks), config.seq_len, len(batches), device, out)
+    bar = f"train_lm:{out}"
+    progress().start(bar, f"train {out.parent.name}/{out.name}"[-24:], len(batches), unit="steps")
+    for step, index in enumerate(batches):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, len(batches), config)
+        batch = data[torch.from_numpy(index)]
+        mask = batch >= 0
+        ids = torch.where(mask, batch, torch.full_like(batch, eos if eos is not None else start)).to(device)
+        labels = torch.where(mask, batch, torch.full_like(batch, IGNORE_INDEX)).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(input_ids=ids, attention_mask=mask.long().to(device)).logits
+        # Next-token loss, mean over the real (non-padding) targets.
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                                 ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        progress().advance(bar, 1)
+        if (step + 1) % every == 0 or step + 1 == len(batches):
+            log.info("train_lm: step %d/%d loss %.4f lr %.2e", step + 1, len(batches), losses[-1],
+                     optimizer.param_groups[0]["lr"])
+
+    progress().finish(bar)
+    model.eval()
+    tokenizer.model_max_length = context or config.seq_len
+    with hf_bars_off():
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    tail = losses[-max(1, len(losses) // 10):]
+    info = {"config": config.model_dump(mode="json"), "init": None if init is None else str(init),
+            "texts": len(texts), "tokens": int((chunks >= 0).sum()), "chunks": len(chunks),
+            "steps": len(batches), "parameters": sum(p.numel() for p in model.parameters()),
+            "first_loss": losses[0], "last_loss": losses[-1],
+            "final_loss": float(np.mean(tail)),  # mean over the last 10% of steps: one batch is noisy
+            "seconds": round(time.perf_counter() - started, 3), "device": device}
+    (out / INFO_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
+    log.info("train_lm: saved %s (final loss %.4f)", out, info["final_loss"])
+    return out
+
+
+def read_train_info(folder: str | Path) -> dict[str, Any]:
+    """The `curate_lm.json` of a model trained by `train_lm`."""
+    path = Path(folder) / INFO_FILE
+    if not path.is_file():
+        raise CurateError(f"{str(folder)!r} holds no {INFO_FILE} (not a model trained by curate)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+PROMPT_RESPONSE = "prompt+response"
+
+
+def _field_values(columns: dict[str, list], field: str, where: str) -> list[str | None]:
+    names = ["prompt", "response"] if field == PROMPT_RESPONSE else [field]
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise CurateError(f"{where} has no field {missing[0]!r}; it has {sorted(columns)}")
+    if field != PROMPT_RESPONSE:
+        return [v if v is None or isinstance(v, str) else str(v) for v in columns[field]]
+    # One training text per pair; the newline keeps the prompt's last word apart from the response's first.
+    return [f"{p or ''}\n{r}" if r else None for p, r in zip(columns["prompt"], columns["response"], strict=True)]
+
+
+def read_training_texts(source: str | Path, field: str = "text", limit: int | None = None) -> list[str]:
+    """Non-empty texts of `field` (or `prompt+response`, joined by a newline) from a JSONL or Parquet file
+    or a curate dataset folder; the first `limit` rows only when given."""
+    import orjson
+    import pyarrow.parquet as pq
+
+    from curate.dataset import Dataset
+
+    path = Path(source)
+    names = ["prompt", "response"] if field == PROMPT_RESPONSE else [field]
+    if path.is_dir():
+        dataset = Dataset.open(path)
+        missing = [n for n in names if n not in dataset.schema.names]
+        if missing:
+            raise CurateError(f"dataset {path} has no field {missing[0]!r}; it has {dataset.schema.names}")
+        columns = dataset.to_table(columns=names).slice(0, limit).to_pydict()
+    elif not path.is_file():
+        raise CurateError(f"no such file or dataset folder: {str(path)!r}")
+    elif path.suffix.lower() == ".parquet":
+        schema = pq.read_schema(path)
+        missing = [n for n in names if n not in schema.names]
+        if missing:
+            raise CurateError(f"{path} has no field {missing[0]!r}; it has {schema.names}")
+        columns = pq.read_table(path, columns=names).slice(0, limit).to_pydict()
+    elif path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        records = []
+        with path.open("rb") as f:
+            for number, line in enumerate(f, 1):
+                if limit is not None and len(records) >= limit:
+                    break
+                if line.strip():
+                    try:
+                        record = orjson.loads(line)
+                    except orjson.JSONDecodeError as error:
+                        raise CurateError(f"{path}:{number}: not valid JSON ({error})") from None
+                    if not isinstance(record, dict):
+                        raise CurateError(f"{path}:{number}: expected a JSON object per line")
+                    records.append(record)
+        keys = {k for r in records for k in r} if records else set(names)
+        columns = {k: [r.get(k) for r in records] for k in keys}
+    else:
+        raise CurateError(f"{path}: expected a .jsonl or .parquet file, or a curate dataset folder")
+    return [t for t in _field_values(columns, field, str(path)) if t]
