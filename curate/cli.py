@@ -175,9 +175,11 @@ def inspect(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
 
 @app.command("train-lm")
 def train_lm_command(
-    source: Path = typer.Argument(..., metavar="INPUT", help="JSONL or Parquet file, or a curate dataset folder"),
+    source: Path = typer.Argument(..., metavar="INPUT", help="a file, glob or folder in any input format, or a "
+                                  "curate dataset folder"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for the model and tokenizer"),
-    field: str = typer.Option("text", "--field", help="text field, or 'prompt+response' (joined by a newline)"),
+    field: str = typer.Option("text", "--field", help="column to train on (instruction rows' text is prompt + "
+                              "blank line + response), or 'prompt+response' (joined by a newline)"),
     init: str = typer.Option(None, "--init", help="model to fine-tune (folder or hub id); default: from scratch"),
     steps: int = typer.Option(None, "--steps", help="optimizer steps (from scratch; default 200)"),
     epochs: float = typer.Option(None, "--epochs", help="passes over the data instead of --steps"),

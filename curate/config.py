@@ -142,6 +142,21 @@ def _validate_stages(raw: list[Any]) -> tuple[list[StageSpec], list[str]]:
     return specs, problems
 
 
+def _stage_needs(where: str, stage: Any, config: PipelineConfig) -> list[str]:
+    """A stage's target sample and model folders (model paths are relative to the working directory)."""
+    from curate.models.embedder import looks_like_path
+
+    problems = []
+    if config.target is None and stage.requires_target():
+        problems.append(f"{where}: needs a `target:` sample in the config")
+    for key, name in stage.models().items():
+        path = Path(name).expanduser()
+        if (looks_like_path(name) or path.exists()) and not path.is_dir():
+            problems.append(f"{where}.{key}: no model folder at {name!r} (resolved: {str(path.resolve())!r}); "
+                            "give a folder or a hub id")
+    return problems
+
+
 def _check_paths(config: PipelineConfig) -> list[str]:
     problems = []
     named = [(f"inputs[{i}]", s) for i, s in enumerate(config.inputs)]
@@ -173,10 +188,8 @@ def parse_config(data: Any, base_dir: str | Path = ".", output: str | None = Non
         except ImportError as err:
             raise ConfigError(f"plugins[{i}]: cannot import {module!r}: {err}") from None
     specs, problems = _validate_stages(config.stages)
-    if config.target is None:
-        for i, spec in enumerate(specs):
-            if REGISTRY[spec.name](spec.params).requires_target():
-                problems.append(f"stages[{i}].{spec.name}: needs a `target:` sample in the config")
+    for i, spec in enumerate(specs):
+        problems += _stage_needs(f"stages[{i}].{spec.name}", REGISTRY[spec.name](spec.params), config)
     problems += _check_paths(config)
     if problems:
         raise ConfigError(problems)

@@ -131,7 +131,9 @@ def decide_task(name: str, params: dict[str, Any], in_dir: str, summary_dir: str
     marker = Path(work_dir) / "_decided.json"
     if marker.is_file():
         return
-    stage = ready_stage(name, params, prepared)
+    # A fresh instance without setup(): deciding needs the summaries, not the stage's models.
+    stage = REGISTRY[name](params)
+    stage.prepared = dict(prepared or {})
     parent = Dataset.open(in_dir)
     summary = pa.concat_tables([pq.read_table(Path(summary_dir) / f"summary-{s}") for s in parent.shard_names])
     decision = stage.decide(summary, parent).to_table(summary.num_rows)

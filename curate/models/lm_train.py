@@ -302,60 +302,9 @@ def read_train_info(folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-PROMPT_RESPONSE = "prompt+response"
-
-
-def _field_values(columns: dict[str, list], field: str, where: str) -> list[str | None]:
-    names = ["prompt", "response"] if field == PROMPT_RESPONSE else [field]
-    missing = [n for n in names if n not in columns]
-    if missing:
-        raise CurateError(f"{where} has no field {missing[0]!r}; it has {sorted(columns)}")
-    if field != PROMPT_RESPONSE:
-        return [v if v is None or isinstance(v, str) else str(v) for v in columns[field]]
-    # One training text per pair; the newline keeps the prompt's last word apart from the response's first.
-    return [f"{p or ''}\n{r}" if r else None for p, r in zip(columns["prompt"], columns["response"], strict=True)]
-
-
 def read_training_texts(source: str | Path, field: str = "text", limit: int | None = None) -> list[str]:
-    """Non-empty texts of `field` (or `prompt+response`, joined by a newline) from a JSONL or Parquet file
-    or a curate dataset folder; the first `limit` rows only when given."""
-    import orjson
-    import pyarrow.parquet as pq
+    """Training texts: the non-empty values of `field` (or `prompt+response`) of the first `limit` rows of any
+    input curate reads, mapped as ingest maps them (`curate.io.texts.read_texts`)."""
+    from curate.io.texts import read_texts
 
-    from curate.dataset import Dataset
-
-    path = Path(source)
-    names = ["prompt", "response"] if field == PROMPT_RESPONSE else [field]
-    if path.is_dir():
-        dataset = Dataset.open(path)
-        missing = [n for n in names if n not in dataset.schema.names]
-        if missing:
-            raise CurateError(f"dataset {path} has no field {missing[0]!r}; it has {dataset.schema.names}")
-        columns = dataset.to_table(columns=names).slice(0, limit).to_pydict()
-    elif not path.is_file():
-        raise CurateError(f"no such file or dataset folder: {str(path)!r}")
-    elif path.suffix.lower() == ".parquet":
-        schema = pq.read_schema(path)
-        missing = [n for n in names if n not in schema.names]
-        if missing:
-            raise CurateError(f"{path} has no field {missing[0]!r}; it has {schema.names}")
-        columns = pq.read_table(path, columns=names).slice(0, limit).to_pydict()
-    elif path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        records = []
-        with path.open("rb") as f:
-            for number, line in enumerate(f, 1):
-                if limit is not None and len(records) >= limit:
-                    break
-                if line.strip():
-                    try:
-                        record = orjson.loads(line)
-                    except orjson.JSONDecodeError as error:
-                        raise CurateError(f"{path}:{number}: not valid JSON ({error})") from None
-                    if not isinstance(record, dict):
-                        raise CurateError(f"{path}:{number}: expected a JSON object per line")
-                    records.append(record)
-        keys = {k for r in records for k in r} if records else set(names)
-        columns = {k: [r.get(k) for r in records] for k in keys}
-    else:
-        raise CurateError(f"{path}: expected a .jsonl or .parquet file, or a curate dataset folder")
-    return [t for t in _field_values(columns, field, str(path)) if t]
+    return read_texts(source, field, limit)

@@ -175,6 +175,11 @@ class Stage:
         """True when the stage needs the config's `target:` sample (checked before any work)."""
         return False
 
+    def models(self) -> dict[str, str]:
+        """The models the stage loads, by parameter key (`prior.model`): a name that can only be a path must be an
+        existing folder, which is checked before any work."""
+        return {}
+
     def fingerprint_extra(self) -> dict[str, Any]:
         """What else decides the output besides the parameters (e.g. the files of a model named by path),
         so that a re-run redoes the stage when it changes. Cheap: called when a run is planned."""
@@ -238,7 +243,8 @@ class GlobalStage(Stage):
         return table.select(list(self.needs))
 
     def decide(self, summary: pa.Table, rows: Rows) -> Decision:
-        """Decide over all rows' summaries, concatenated in dataset order."""
+        """Decide over all rows' summaries, concatenated in dataset order. The runner calls it on an instance
+        without `setup()` (no models loaded): everything it needs is in the summaries, `rows` and `prepared`."""
         raise NotImplementedError
 
     def __call__(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:

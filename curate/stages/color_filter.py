@@ -106,9 +106,12 @@ class ColorFilter(GlobalStage):
         return {"part": p.part, "max_length": p.max_length, "prior": p.prior.model_dump(mode="json"),
                 "conditional": p.conditional.model_dump(mode="json")}
 
+    def models(self) -> dict[str, str]:
+        named = {"prior.model": self.params.prior.model, "conditional.model": self.params.conditional.model}
+        return {key: model for key, model in named.items() if model}
+
     def fingerprint_extra(self) -> dict[str, Any]:
-        models = {"prior": self.params.prior.model, "conditional": self.params.conditional.model}
-        return {name: lm_identity(model) for name, model in models.items() if model}
+        return {key.split(".")[0]: lm_identity(model) for key, model in self.models().items()}
 
     def prepare(self, context: StageContext) -> dict[str, Any]:
         from curate.models.lm_train import train_lm

@@ -105,6 +105,9 @@ class Embed(MapStage):
             raise CurateError(f"stage 'embed': column {self.params.column!r} holds {kind}, not text; "
                               "set `column` to a string column")
 
+    def models(self) -> dict[str, str]:
+        return {} if self.params.model == "default" else {"model": self.params.model}
+
     def fingerprint_extra(self) -> dict[str, Any]:
         """The model's identity: re-training a model in place (same path) makes a re-run embed again."""
         from curate.models.embedder import model_identity

@@ -150,6 +150,9 @@ class Perplexity(GlobalStage):
         return {"part": p.part, "max_length": p.max_length, "model": p.model,
                 "reference": None if p.reference is None else p.reference.model_dump(mode="json")}
 
+    def models(self) -> dict[str, str]:
+        return {"model": self.params.model} if self.params.model else {}
+
     def fingerprint_extra(self) -> dict[str, Any]:
         return {"model": lm_identity(self.params.model)} if self.params.model else {}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import math
 from pathlib import Path
@@ -177,9 +178,15 @@ def test_read_training_texts_from_files_and_datasets(tmp_path):
     assert read_training_texts(tmp_path / "t.parquet") == ["a b", "c d"]
     Dataset.write(tmp_path / "ds", table)
     assert read_training_texts(tmp_path / "ds", limit=1) == ["a b"]
-    with pytest.raises(CurateError, match="has no field 'text'"):
-        read_training_texts(path)
+    # mapped as ingest maps it: instruction rows' text is prompt + blank line + response
+    assert read_training_texts(path, limit=2) == [f"{r['prompt']}\n\n{r['response']}" for r in rows[:2]]
+    # any format ingest reads, compressed too; malformed records are skipped
+    with gzip.open(tmp_path / "t.csv.gz", "wt") as f:
+        f.write('text,id\n"x, y",1\nz w,2\n')
+    assert read_training_texts(tmp_path / "t.csv.gz") == ["x, y", "z w"]
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok one"}\n{"text": \n{"text": 5}\n{"text": "ok two"}\n')
+    assert read_training_texts(tmp_path / "bad.jsonl") == ["ok one", "ok two"]
     with pytest.raises(CurateError, match="has no field 'body'"):
         read_training_texts(tmp_path / "ds", "body")
-    with pytest.raises(CurateError, match="no such file"):
+    with pytest.raises(CurateError, match="no file or folder matches"):
         read_training_texts(tmp_path / "nothing.jsonl")

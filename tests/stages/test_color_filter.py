@@ -149,8 +149,13 @@ def test_models_saved_and_a_new_tau_reselects_without_rescoring(math_run, tmp_pa
     assert kept == int(results[-1].rows_in / 4)
 
 
-def test_needs_a_target(tmp_path):
+def test_needs_a_target_and_existing_model_folders(tmp_path):
     (tmp_path / "in.jsonl").write_text('{"text": "a b c"}\n')
     with pytest.raises(Exception, match=r"color_filter: needs a `target:` sample"):
         parse_config({"name": "t", "inputs": [{"path": "in.jsonl"}], "output": "o",
                       "stages": [{"color_filter": {}}]}, base_dir=tmp_path)
+    stage = {"prior": {"model": str(tmp_path / "gone")}, "conditional": {"model": str(tmp_path)}}
+    with pytest.raises(Exception, match=r"color_filter\.prior\.model: no model folder at") as error:
+        parse_config({"name": "t", "inputs": [{"path": "in.jsonl"}], "output": "o",
+                      "stages": [{"color_filter": stage}]}, base_dir=tmp_path)
+    assert "conditional" not in str(error.value)  # an existing folder passes (and no target is needed)

@@ -131,6 +131,8 @@ def test_config_errors_name_the_problem(tmp_path):
         parse_config(config(tmp_path, {"mode": "band"}), base_dir=tmp_path)
     with pytest.raises(ConfigError, match="mode 'lowest' needs `fraction`"):
         parse_config(config(tmp_path, {"model": "x", "mode": "lowest"}), base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.perplexity\.model: no model folder at './nope'"):
+        parse_config(config(tmp_path, {"model": "./nope"}), base_dir=tmp_path)
     with pytest.raises(ConfigError, match="2 cutoffs make 3 buckets"):
         parse_config(config(tmp_path, {"model": "x", "mode": "percentile_buckets", "buckets": ["a", "b"]}),
                      base_dir=tmp_path)

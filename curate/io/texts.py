@@ -1,0 +1,72 @@
+"""Texts of one field from any input curate reads (a file, glob or folder in any supported format, or a curate
+dataset folder), mapped as ingest maps them: instruction rows get `text = prompt + blank line + response`, chats
+are rendered, and so on. For tools that need plain texts (training a small LM), not for pipeline runs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.dataset import Dataset
+from curate.errors import ConfigError, CurateError
+
+log = logging.getLogger("curate")
+PROMPT_RESPONSE = "prompt+response"
+
+
+def _values(table: pa.Table, field: str, where: str) -> list[str]:
+    names = ["prompt", "response"] if field == PROMPT_RESPONSE else [field]
+    missing = [n for n in names if n not in table.column_names]
+    if missing:
+        raise CurateError(f"{where} has no field {missing[0]!r}; it has {table.column_names}")
+    if field == PROMPT_RESPONSE:
+        # one text per pair; the newline keeps the prompt's last word apart from the response's first
+        pairs = zip(table.column("prompt").to_pylist(), table.column("response").to_pylist(), strict=True)
+        return [f"{p or ''}\n{r}" for p, r in pairs if r]
+    values = table.column(field).to_pylist()
+    return [v if isinstance(v, str) else str(v) for v in values if v is not None and v != ""]
+
+
+def read_texts(source: str | Path, field: str = "text", limit: int | None = None) -> list[str]:
+    """Non-empty values of `field` (or `prompt+response`, joined by a newline) of the first `limit` rows.
+    Rows that ingest would reject (malformed records, missing fields) are skipped with a warning."""
+    from curate.config import InputSpec, PipelineConfig
+    from curate.io.mapping import map_chunk, typed_sources
+    from curate.io.readers import read_unit
+    from curate.io.sources import units_for
+
+    path = Path(source).expanduser()
+    if Dataset.exists(path):
+        dataset = Dataset.open(path)
+        return _values(dataset.to_table().slice(0, limit), field, f"dataset {str(path)!r}")
+    spec = InputSpec(path=str(path))
+    try:
+        units = units_for(spec, "input", PipelineConfig(name="read", inputs=[spec], output="."))
+    except ConfigError as error:
+        raise CurateError(str(error).replace("input.path: ", "")) from None
+    texts: list[str] = []
+    skipped = 0
+    rows = 0
+    for unit in units:
+        for chunk in read_unit(unit, typed_sources({})):
+            skipped += len(chunk.bad)
+            if not chunk.table.num_rows:
+                continue
+            table, reasons = map_chunk(chunk.table, unit)
+            ok = pc.is_null(reasons)
+            skipped += table.num_rows - pc.sum(ok.cast(pa.int64())).as_py()
+            table = table.filter(ok)
+            if limit is not None:
+                table = table.slice(0, limit - rows)
+            rows += table.num_rows
+            texts += _values(table, field, unit.path)
+            if limit is not None and rows >= limit:
+                break
+        if limit is not None and rows >= limit:
+            break
+    if skipped:
+        log.warning("%s: skipped %d malformed or incomplete rows", path, skipped)
+    return texts
