@@ -35,6 +35,7 @@ from curate.hashing import canonical_json, fingerprint
 
 FORMAT = 1  # bump when the stored layout or key definition changes: old namespaces are then never read
 CHUNK = 900  # keys per SELECT ... IN (...); older SQLite builds allow at most 999 variables
+_SETUP_LOCK = threading.Lock()
 BUSY_TIMEOUT_S = 120.0  # a writer holds the lock for one batch insert (tens of ms); wait long rather than fail
 
 
@@ -80,12 +81,15 @@ class EmbeddingCache:
         # up front (waiting under the busy timeout) instead of failing when upgrading a read lock.
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives crashes of the process
-        conn.execute("CREATE TABLE IF NOT EXISTS vectors (k BLOB PRIMARY KEY, v BLOB NOT NULL)")
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('namespace', ?), ('dim', ?)",
-                     (canonical_json(self.description), str(self.dim)))
+        # One connection of this process sets the file up at a time: switching a new file to WAL fails at once
+        # ("database is locked", no busy wait) while another connection is opening it.
+        with _SETUP_LOCK:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives crashes of the process
+            conn.execute("CREATE TABLE IF NOT EXISTS vectors (k BLOB PRIMARY KEY, v BLOB NOT NULL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('namespace', ?), ('dim', ?)",
+                         (canonical_json(self.description), str(self.dim)))
         stored = conn.execute("SELECT value FROM meta WHERE name = 'dim'").fetchall()
         if stored and int(stored[0][0]) != self.dim:
             raise CurateError(f"embedding cache {self.path} holds {stored[0][0]}-d vectors, not {self.dim}-d; "
