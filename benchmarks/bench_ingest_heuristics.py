@@ -30,7 +30,6 @@ import argparse
 import importlib.util
 import json
 import random
-import resource
 import shutil
 import tempfile
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from memory import MIB, peak_rss
 from peers import datatrove_whitespace_tokenizer
 
 from curate.config import parse_config
@@ -133,10 +133,6 @@ def write_files(rows: list[dict[str, Any]], folder: Path, files: int) -> tuple[l
     return paths, size
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run(paths: list[str], out: Path, stages: list[Any], workers: int) -> tuple[float, list[Any]]:
     config = parse_config({"name": out.name, "inputs": [{"path": paths}], "output": str(out),
                            "engine": {"prefect": False, "workers": workers}, "stages": stages})
@@ -194,12 +190,12 @@ def main() -> None:
 
         seconds, _ = run(paths, work / "ingest-only", [], args.workers)
         print(f"(a) ingest alone:         {seconds:6.2f} s  {len(rows) / seconds:9,.0f} rows/s  "
-              f"{mb / seconds:6.1f} MB/s  peak RSS {peak_rss_mb():,.0f} MB")
+              f"{mb / seconds:6.1f} MB/s  peak RSS {peak_rss() / MIB:,.0f} MB")
 
         seconds, results = run(paths, work / "with-heuristics", [{"heuristics": {}}], args.workers)
         step = results[-1]
         print(f"(b) ingest + heuristics:  {seconds:6.2f} s  {len(rows) / seconds:9,.0f} rows/s  "
-              f"{mb / seconds:6.1f} MB/s  peak RSS {peak_rss_mb():,.0f} MB")
+              f"{mb / seconds:6.1f} MB/s  peak RSS {peak_rss() / MIB:,.0f} MB")
         print(f"    heuristics step:      {step.seconds:6.2f} s  {step.rows_in / step.seconds:9,.0f} rows/s  "
               f"{mb / step.seconds:6.1f} MB/s  (Parquet in and out included)")
         print(f"    kept {step.rows_out:,}, rejected {step.rows_rejected:,} ({step.rows_rejected / step.rows_in:.1%}): "

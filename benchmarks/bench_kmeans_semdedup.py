@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -32,12 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from memory import MIB, peak_rss
 
 D, LATENT, DUP_FRACTION, SEED = 384, 2000, 0.05, 0
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -70,8 +66,11 @@ def summary_table(x: np.ndarray, quality: np.ndarray) -> pa.Table:
     return pa.table({"id": ids, "embedding": matrix_to_column(x), "q": quality})
 
 
-def timed_kmeans(module) -> dict[str, float]:
-    """Wrap the `kmeans` a stage module imported, to split its decide time into k-means and the rest."""
+def timed_kmeans() -> dict[str, float]:
+    """Wrap the `kmeans` the clustering stages call (through `curate.stages.clustering`), to split their decide
+    time into k-means and the rest."""
+    import curate.stages.clustering as module
+
     spent = {"kmeans": 0.0}
     inner = module.kmeans
 
@@ -94,14 +93,14 @@ def child(phase: str, n: int, niter: int) -> dict:
     start = time.perf_counter()
     x, sources, quality = make_data(n)
     table = summary_table(x, quality)
-    out = {"phase": phase, "n": n, "data_s": time.perf_counter() - start, "data_peak_mb": peak_mb(),
+    out = {"phase": phase, "n": n, "data_s": time.perf_counter() - start, "data_peak_mb": peak_rss() / MIB,
            "threads": faiss.omp_get_max_threads()}
     budget = fraction_to_k(0.1, n)
     start = time.perf_counter()
     if phase == "kmq":
         import curate.stages.diversity as diversity
 
-        spent = timed_kmeans(diversity)
+        spent = timed_kmeans()
         stage = diversity.KMeansDiversity(clusters=1024, niter=niter, nredo=1, fraction=0.1, quality="q")
         decision = stage.decide(table, None)
         out["wall_s"] = time.perf_counter() - start
@@ -121,7 +120,7 @@ def child(phase: str, n: int, niter: int) -> dict:
     elif phase == "semdedup":
         import curate.stages.semdedup as semdedup
 
-        spent = timed_kmeans(semdedup)
+        spent = timed_kmeans()
         decision = semdedup.SemDedup(clusters=1000, niter=niter, block=1024).decide(table, None)
         out["wall_s"] = time.perf_counter() - start
         out["kmeans_s"] = spent["kmeans"]
@@ -136,7 +135,7 @@ def child(phase: str, n: int, niter: int) -> dict:
                        f"false {int((removed & ~in_pair).sum())}")
     elif phase != "data":
         raise ValueError(phase)
-    out["peak_mb"] = peak_mb()
+    out["peak_mb"] = peak_rss() / MIB
     return out
 
 

@@ -31,12 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_embed import load_texts
-from bench_vocab_memory import peak_rss, reset_peak_rss
+from memory import MIB, peak_rss, reset_peak_rss
 
 from curate.models.lm_scorer import LMScorer, NLLScores
 from curate.models.lm_train import LMTrainConfig, start_token_id, train_lm
-
-MIB = 2**20
 
 
 def plain_loop(model, tokenizer, texts: list[str], batch_size: int, max_length: int, device: str) -> NLLScores:

@@ -28,25 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-MIB = 2**20
-
-
-def peak_rss() -> int:
-    """Peak resident set size of this process in bytes (Linux reports KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def reset_peak_rss() -> int:
-    """Resets the peak RSS to the current RSS (Linux) and returns it; without the reset, the old peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-    return peak_rss()
+from memory import MIB, peak_rss, reset_peak_rss
 
 
 def child(path: str, vocab: int, tokens: int, hidden_size: int, dtype: torch.dtype, chunk_size: int,
@@ -126,7 +108,9 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", f"{path}:{vocab}", "--tokens", str(tokens),
                    "--hidden", str(hidden_size), "--dtype", dtype_name, "--chunk-size", str(args.chunk_size),
                    "--repeats", str(args.repeats), "--device", device]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            # a fixed glibc mmap threshold: freed tiles leave RSS at once, so the peak counts live memory only
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             if proc.returncode != 0:
                 sys.exit(f"{path} at vocab {vocab} failed:\n{proc.stderr[-3000:]}")
             results[vocab, path] = json.loads(proc.stdout.strip().splitlines()[-1])
