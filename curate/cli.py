@@ -199,7 +199,8 @@ def train_lm_command(
     import pydantic
 
     from curate.console import RichProgress, console
-    from curate.models.lm_train import LMTrainConfig, read_train_info, read_training_texts, train_lm
+    from curate.io.texts import read_texts
+    from curate.models.lm_train import LMTrainConfig, read_train_info, train_lm
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     chosen = {"steps": steps, "epochs": epochs, "vocab_size": vocab_size, "n_layer": layers, "n_embd": width,
@@ -209,7 +210,7 @@ def train_lm_command(
         config = LMTrainConfig(**{k: v for k, v in chosen.items() if v is not None})
         if limit is not None and limit < 1:
             raise CurateError("--limit must be at least 1")
-        texts = read_training_texts(source, field, limit)
+        texts = read_texts(source, field, limit)
         with RichProgress():
             folder = train_lm(texts, out, config, init=init)
         info = read_train_info(folder)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from curate.errors import ConfigError
+from curate.errors import ConfigError, CurateError
 from curate.stages import REGISTRY
 from curate.stages.base import Params
 
@@ -144,16 +144,16 @@ def _validate_stages(raw: list[Any]) -> tuple[list[StageSpec], list[str]]:
 
 def _stage_needs(where: str, stage: Any, config: PipelineConfig) -> list[str]:
     """A stage's target sample and model folders (model paths are relative to the working directory)."""
-    from curate.models.embedder import looks_like_path
+    from curate.models.locate import model_source
 
     problems = []
     if config.target is None and stage.requires_target():
         problems.append(f"{where}: needs a `target:` sample in the config")
     for key, name in stage.models().items():
-        path = Path(name).expanduser()
-        if (looks_like_path(name) or path.exists()) and not path.is_dir():
-            problems.append(f"{where}.{key}: no model folder at {name!r} (resolved: {str(path.resolve())!r}); "
-                            "give a folder or a hub id")
+        try:
+            model_source(name, f"{where}.{key}")
+        except CurateError as error:
+            problems.append(f"{error}; give a folder or a hub id")
     return problems
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import shutil
 import time
 from collections import Counter
@@ -87,6 +88,11 @@ def _input_signature(units: list[InputUnit]) -> list[Any]:
     return signature
 
 
+def _label_of(name: str) -> str:
+    """The stage label of a `scores/` or `models/` folder name: `<label>-<16 hex digits of key>`, or `<label>`."""
+    return name[:-17] if re.fullmatch(r".+-[0-9a-f]{16}", name) else name
+
+
 class Runner:
     """Runs a validated config. `executor` decides where tasks run (threads by default)."""
 
@@ -139,13 +145,12 @@ class Runner:
     def _remove_stale_outputs(self) -> None:
         """Stage folders of an earlier config that this plan no longer has (derived data only). Stored
         scores and models are kept for every stage still planned, so a changed decision can reuse them."""
-        planned = {s.out_dir.name for s in self.steps} | {"target"}
-        labels = {s.label for s in self.steps}
-        for folder in (self.run_dir.stages, self.run_dir.rejected, self.run_dir.scores, self.run_dir.models):
+        planned = {s.out_dir.name for s in self.steps} | {"target"}  # NN-<label>
+        labels = {s.label for s in self.steps}  # scores/ and models/ hold <label>-<key> or <label>
+        for folder, owner, kept in [(self.run_dir.stages, str, planned), (self.run_dir.rejected, str, planned),
+                                    (self.run_dir.scores, _label_of, labels), (self.run_dir.models, _label_of, labels)]:
             for path in folder.glob("*") if folder.is_dir() else []:
-                stale = path.name not in planned if folder in (self.run_dir.stages, self.run_dir.rejected) \
-                    else path.name.rsplit("-", 1)[0] not in labels and path.name not in labels
-                if path.is_dir() and stale:
+                if path.is_dir() and owner(path.name) not in kept:
                     log.info("removing %s: not a stage of this config", path)
                     shutil.rmtree(path)
 

@@ -24,7 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-IGNORE_INDEX = -100
+from .chunked_ce import IGNORE_INDEX
+
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 

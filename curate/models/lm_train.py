@@ -19,10 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +29,7 @@ import pydantic
 from pydantic import Field
 
 from curate.errors import CurateError
-from curate.models.embedder import looks_like_path
+from curate.models.locate import hf_bars_off, load_named, model_source
 from curate.progress import progress
 
 if TYPE_CHECKING:
@@ -41,7 +39,6 @@ log = logging.getLogger("curate")
 
 SPECIAL_TOKEN = "<|endoftext|>"
 INFO_FILE = "curate_lm.json"
-IGNORE_INDEX = -100
 
 
 class LMTrainConfig(pydantic.BaseModel):
@@ -99,20 +96,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path) 
     return tokenizer
 
 
-@contextmanager
-def hf_bars_off() -> Iterator[None]:
-    """Silence transformers' progress bars (loading/writing weights): they cut through curate's own display."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def start_token_id(tokenizer: Any) -> int | None:
     """The token put before every document: BOS, or EOS for GPT-2 style tokenizers that have no BOS."""
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -162,25 +145,14 @@ def load_causal_lm(model: str | Path, role: str = "language model", dtype: Any =
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    name = str(model)
-    path = Path(name).expanduser()
-    if path.exists() or looks_like_path(name):
-        if not path.is_dir():
-            raise CurateError(f"{role}: no model folder at {name!r} (resolved: {str(path.resolve())!r})")
-        what, source, hint = f"from the folder {name!r}", str(path), ""
-    else:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        what, source = f"{name!r} (a hub id; no local folder has that name)", name
-        hint = (" HF_HUB_OFFLINE is set, so only models already in the local Hugging Face cache load."
-                if offline else " A hub id needs network access unless the model is in the local Hugging Face cache.")
-    try:
-        with hf_bars_off():
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32 if dtype is None else dtype)
-    except Exception as error:  # any loader failure: name the model first, then the cause
-        cause = " ".join(str(error).split())
-        raise CurateError(f"could not load the {role} {what}.{hint} Cause: {type(error).__name__}: {cause}") from error
-    return lm, tokenizer
+    where = model_source(str(model), role)
+
+    def load() -> tuple[Any, Any]:
+        tokenizer = AutoTokenizer.from_pretrained(where.source)
+        lm = AutoModelForCausalLM.from_pretrained(where.source, dtype=torch.float32 if dtype is None else dtype)
+        return lm, tokenizer
+
+    return load_named(load, role, where.what, where.hint)
 
 
 def _batches(n_chunks: int, batch_size: int, steps: int, items: int | None, seed: int) -> list[np.ndarray]:
@@ -213,6 +185,7 @@ def train_lm(texts: Sequence[str], out_dir: str | Path, config: LMTrainConfig = 
     """
     import torch
 
+    from curate.kernels.chunked_ce import IGNORE_INDEX
     from curate.models.embedder import resolve_device
 
     texts = [t for t in texts if t]
@@ -300,11 +273,3 @@ def read_train_info(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CurateError(f"{str(folder)!r} holds no {INFO_FILE} (not a model trained by curate)")
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def read_training_texts(source: str | Path, field: str = "text", limit: int | None = None) -> list[str]:
-    """Training texts: the non-empty values of `field` (or `prompt+response`) of the first `limit` rows of any
-    input curate reads, mapped as ingest maps them (`curate.io.texts.read_texts`)."""
-    from curate.io.texts import read_texts
-
-    return read_texts(source, field, limit)

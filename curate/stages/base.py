@@ -228,7 +228,10 @@ class GlobalStage(Stage):
 
     kind = "global"
     keep_summaries: ClassVar[bool] = False
-    prepared: dict[str, Any]
+
+    def __init__(self, params: Params | dict[str, Any] | None = None, /, **kwargs: Any):
+        super().__init__(params, **kwargs)
+        self.prepared: dict[str, Any] = {}  # set from `prepare`'s artifacts by the runner's tasks
 
     def prepare(self, context: StageContext) -> dict[str, Any]:
         """Once per run of the stage, before any summary; returns artifacts for `self.prepared`."""
@@ -248,8 +251,6 @@ class GlobalStage(Stage):
         raise NotImplementedError
 
     def __call__(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
-        if not hasattr(self, "prepared"):
-            self.prepared = {}
         summaries = [self.summarize(table.slice(i, self.batch_rows))
                      for i in range(0, max(table.num_rows, 1), self.batch_rows)]
         decision = self.decide(pa.concat_tables(summaries), TableRows(table))

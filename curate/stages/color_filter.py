@@ -25,11 +25,11 @@ import pyarrow as pa
 from pydantic import Field
 
 from curate.models.lm_train import LMTrainConfig
+from curate.models.locate import named_model_identity
 from curate.selection import top_k
 from curate.stages.base import Decision, GlobalStage, Params, Rows, StageContext, register
 from curate.stages.lm_scoring import (
     ScorerParams,
-    lm_identity,
     needed_columns,
     sample_positions,
     score_table,
@@ -111,7 +111,7 @@ class ColorFilter(GlobalStage):
         return {key: model for key, model in named.items() if model}
 
     def fingerprint_extra(self) -> dict[str, Any]:
-        return {key.split(".")[0]: lm_identity(model) for key, model in self.models().items()}
+        return {key.split(".")[0]: named_model_identity(model) for key, model in self.models().items()}
 
     def prepare(self, context: StageContext) -> dict[str, Any]:
         from curate.models.lm_train import train_lm
@@ -125,7 +125,7 @@ class ColorFilter(GlobalStage):
         if conditional is None:
             if context.target is None:
                 raise ValueError("color_filter needs the config's `target:` sample (or conditional.model)")
-            target = [t for t in context.target.to_table(columns=["text"]).column("text").to_pylist() if t]
+            target = training_texts(context.target)
             c = p.conditional
             tune = p.prior.lm.model_copy(update={"epochs": c.epochs, "lr": c.lr, "warmup_steps": c.warmup_steps,
                                                  "batch_size": c.batch_size, "seed": c.seed})
@@ -136,10 +136,9 @@ class ColorFilter(GlobalStage):
         from curate.models.lm_scorer import LMScorer
 
         p = self.params
-        prepared = getattr(self, "prepared", None) or {}
         options = {"device": p.device, "max_length": p.max_length, "token_budget": p.token_budget}
-        self.scorers = {"prior": LMScorer(prepared.get("prior") or p.prior.model, **options),
-                        "cond": LMScorer(prepared.get("conditional") or p.conditional.model, **options)}
+        self.scorers = {"prior": LMScorer(self.prepared.get("prior") or p.prior.model, **options),
+                        "cond": LMScorer(self.prepared.get("conditional") or p.conditional.model, **options)}
 
     def summarize(self, table: pa.Table) -> pa.Table:
         if not hasattr(self, "scorers"):

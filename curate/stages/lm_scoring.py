@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from curate.dataset import Dataset
+from curate.selection import fraction_to_k
 from curate.stages.base import Params
 
 ScoredPart = Literal["text", "response"]
@@ -29,16 +30,6 @@ class ScorerParams(Params):
     max_length: int = Field(1024, ge=2)
     token_budget: int = Field(16384, ge=64)
     device: str = "auto"
-
-
-def lm_identity(model: str) -> dict:
-    """What identifies a causal LM's scores without loading it: a local folder's content hash, or a hub id
-    with the commit found in the local Hugging Face cache."""
-    from curate.models.embedder import folder_identity, hub_commit
-
-    if Path(model).expanduser().is_dir():
-        return folder_identity(Path(model).expanduser())
-    return {"hub_id": model, "revision": hub_commit(model, None)}
 
 
 def needed_columns(part: ScoredPart) -> tuple[str, ...]:
@@ -59,19 +50,23 @@ def score_table(scorer, table: pa.Table, part: ScoredPart, prefix: str) -> dict[
 
 def sample_positions(n: int, fraction: float, max_rows: int | None, seed: int) -> np.ndarray:
     """Sorted row positions of a seeded random sample: floor(fraction * n) rows, at most `max_rows`."""
-    k = int(np.floor(fraction * n))
+    k = fraction_to_k(fraction, n)
     if max_rows is not None:
         k = min(k, max_rows)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=k, replace=False)) if k else np.zeros(0, np.int64)
 
 
-def training_texts(dataset: Dataset, positions: np.ndarray) -> list[str]:
-    """The `text` of the rows at `positions` (instruction rows' text is prompt + response)."""
-    if not len(positions):
+def training_texts(dataset: Dataset, positions: np.ndarray | None = None) -> list[str]:
+    """The non-empty `text` of the rows at `positions`, or of every row (instruction rows' text is prompt +
+    response)."""
+    if positions is None:
+        table = dataset.to_table(columns=["text"])
+    elif len(positions):
+        table = dataset.take(positions, ["text"])
+    else:
         return []
-    texts = dataset.take(positions, ["text"]).column("text").to_pylist()
-    return [t for t in texts if t]
+    return [t for t in table.column("text").to_pylist() if t]
 
 
 def save_positions(path: Path, positions: np.ndarray) -> str:

@@ -24,11 +24,11 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from curate.models.lm_train import LMTrainConfig
+from curate.models.locate import named_model_identity
 from curate.selection import fraction_to_k, top_k
 from curate.stages.base import Decision, GlobalStage, Params, Rows, StageContext, register
 from curate.stages.lm_scoring import (
     ScorerParams,
-    lm_identity,
     load_positions,
     needed_columns,
     sample_positions,
@@ -154,7 +154,7 @@ class Perplexity(GlobalStage):
         return {"model": self.params.model} if self.params.model else {}
 
     def fingerprint_extra(self) -> dict[str, Any]:
-        return {"model": lm_identity(self.params.model)} if self.params.model else {}
+        return {key: named_model_identity(model) for key, model in self.models().items()}
 
     def prepare(self, context: StageContext) -> dict[str, Any]:
         ref = self.params.reference
@@ -171,7 +171,7 @@ class Perplexity(GlobalStage):
         from curate.models.lm_scorer import LMScorer
 
         p = self.params
-        model = (getattr(self, "prepared", None) or {}).get("model") or p.model
+        model = self.prepared.get("model") or p.model
         self.scorer = LMScorer(model, device=p.device, max_length=p.max_length, token_budget=p.token_budget)
 
     def summarize(self, table: pa.Table) -> pa.Table:
@@ -191,7 +191,7 @@ class Perplexity(GlobalStage):
         ppl = np.exp(mean)
         reason = np.full(n, None, dtype=object)
         reason[tokens < p.min_tokens] = "too_few_tokens"
-        reason[load_positions((getattr(self, "prepared", None) or {}).get("holdout"))] = "reference_split"
+        reason[load_positions(self.prepared.get("holdout"))] = "reference_split"
         judged = np.flatnonzero(np.equal(reason, None))
         groups = summary.column("group").to_numpy(zero_copy_only=False)[judged] if p.group_by else None
         chosen, bucket = perplexity_select(ppl[judged], p.mode, min_ppl=p.min_ppl, max_ppl=p.max_ppl,

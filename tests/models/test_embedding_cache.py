@@ -6,13 +6,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from curate.models.embedding_cache import CHUNK, EmbeddingCache, cache_root, namespace_id, text_keys
+from tests.threads import run_in_threads
 
 DIM = 8
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,23 +96,14 @@ def check_consistent(cache: EmbeddingCache, keys: list[bytes]) -> None:
 def test_two_threads_writing_overlapping_keys_do_not_corrupt_it(cache_dir):
     cache = EmbeddingCache({"model": "m"}, DIM)  # one object shared, as the stage's worker threads do
     keys = text_keys([f"row {i}" for i in range(3000)])
-    errors: list[BaseException] = []
 
     def writer(offset: int) -> None:
-        try:
-            for start in range(offset, offset + 2000, 100):  # the threads overlap on rows 1000..1999
-                chunk = keys[start:start + 100]
-                cache.get(chunk)
-                cache.put(chunk, np.stack([vector_for(k) for k in chunk]))
-        except BaseException as error:  # surfaced below: a thread's exception is otherwise lost
-            errors.append(error)
+        for start in range(offset, offset + 2000, 100):  # the threads overlap on rows 1000..1999
+            chunk = keys[start:start + 100]
+            cache.get(chunk)
+            cache.put(chunk, np.stack([vector_for(k) for k in chunk]))
 
-    threads = [threading.Thread(target=writer, args=(offset,)) for offset in (0, 1000)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_in_threads(writer, (0, 1000))  # re-raises a thread's exception
     assert len(cache) == 3000
     check_consistent(cache, keys)
 

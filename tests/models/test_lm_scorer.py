@@ -4,7 +4,6 @@ independence, the uniform model (PPL = V), truncation, other architectures, thre
 from __future__ import annotations
 
 import math
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from curate.errors import CurateError
 from curate.models.lm_scorer import LMScorer, NLLScores
 from curate.models.lm_train import LMTrainConfig, train_lm
 from tests.lm_fixtures import TINY_LM, read_records
+from tests.threads import run_in_threads
 
 CONFIG = LMTrainConfig(**{**TINY_LM, "seq_len": 256, "steps": 15, "batch_size": 8, "warmup_steps": 3})
 
@@ -196,21 +196,7 @@ def load_eval(folder: Path):
 
 def test_threads_share_one_scorer(scorer, texts):
     expected = scorer.score(texts)
-    results: list[NLLScores | None] = [None] * 4
-    errors: list[BaseException] = []
-
-    def work(i: int) -> None:
-        try:
-            results[i] = scorer.score(texts[i:] + texts[:i])
-        except BaseException as error:  # surfaced below: a thread's exception is lost otherwise
-            errors.append(error)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    results = run_in_threads(lambda i: scorer.score(texts[i:] + texts[:i]), range(4))  # re-raises errors
     for i, got in enumerate(results):
         back = np.roll(np.arange(len(texts)), i)
         assert_same(NLLScores(got.mean[back], got.sum[back], got.count[back]), expected, 1e-6)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import math
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from curate.dataset import Dataset
 from curate.errors import CurateError
 from curate.models.lm_scorer import LMScorer
 from curate.models.lm_train import (
@@ -23,11 +19,10 @@ from curate.models.lm_train import (
     lr_at,
     pack,
     read_train_info,
-    read_training_texts,
     train_lm,
     train_tokenizer,
 )
-from tests.lm_fixtures import DATA, TINY_LM, read_records
+from tests.lm_fixtures import TINY_LM, read_records
 
 TINY = LMTrainConfig(**{**TINY_LM, "steps": 30, "batch_size": 8, "warmup_steps": 5})
 
@@ -165,28 +160,3 @@ def test_training_errors_name_the_problem(tmp_path, trained, pool_texts):
         LMTrainConfig(n_embd=65, n_head=4)
     with pytest.raises(ValueError, match="Extra inputs"):
         LMTrainConfig(layers=2)  # type: ignore[call-arg]
-
-
-def test_read_training_texts_from_files_and_datasets(tmp_path):
-    rows = records("gsm8k_sample.jsonl")[:5]
-    path = DATA / "ingest" / "gsm8k_sample.jsonl"
-    pairs = read_training_texts(path, "prompt+response", limit=5)
-    assert pairs == [f"{r['prompt']}\n{r['response']}" for r in rows]
-    assert read_training_texts(path, "prompt", limit=2) == [r["prompt"] for r in rows[:2]]
-    table = pa.table({"text": ["a b", None, "", "c d"], "id": ["1", "2", "3", "4"]})
-    pq.write_table(table, tmp_path / "t.parquet")
-    assert read_training_texts(tmp_path / "t.parquet") == ["a b", "c d"]
-    Dataset.write(tmp_path / "ds", table)
-    assert read_training_texts(tmp_path / "ds", limit=1) == ["a b"]
-    # mapped as ingest maps it: instruction rows' text is prompt + blank line + response
-    assert read_training_texts(path, limit=2) == [f"{r['prompt']}\n\n{r['response']}" for r in rows[:2]]
-    # any format ingest reads, compressed too; malformed records are skipped
-    with gzip.open(tmp_path / "t.csv.gz", "wt") as f:
-        f.write('text,id\n"x, y",1\nz w,2\n')
-    assert read_training_texts(tmp_path / "t.csv.gz") == ["x, y", "z w"]
-    (tmp_path / "bad.jsonl").write_text('{"text": "ok one"}\n{"text": \n{"text": 5}\n{"text": "ok two"}\n')
-    assert read_training_texts(tmp_path / "bad.jsonl") == ["ok one", "ok two"]
-    with pytest.raises(CurateError, match="has no field 'body'"):
-        read_training_texts(tmp_path / "ds", "body")
-    with pytest.raises(CurateError, match="no file or folder matches"):
-        read_training_texts(tmp_path / "nothing.jsonl")

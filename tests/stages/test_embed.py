@@ -20,9 +20,11 @@ from curate.arrays import column_to_matrix
 from curate.config import parse_config
 from curate.dataset import Dataset
 from curate.errors import CurateError
-from curate.models.embedder import folder_identity, load_embedder, packaged_model_path
+from curate.models.embedder import load_embedder, packaged_model_path
+from curate.models.locate import folder_identity
 from curate.runner import run_pipeline
 from curate.stages.embed import Embed
+from tests.threads import run_in_threads
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ingest"
 GSM8K = [json.loads(line) for line in (DATA / "gsm8k_sample.jsonl").read_text().splitlines()]
@@ -265,21 +267,8 @@ def test_two_threads_share_one_stage(cache_dir, monkeypatch):
 
     monkeypatch.setattr(stage.embedder.model, "encode", encode)
     tables = [rows(QUESTIONS[i:i + 4]) for i in (0, 4)]
-    results: dict[int, pa.Table] = {}
-    errors: list[BaseException] = []
-
-    def work(i: int) -> None:
-        try:
-            results[i] = stage(tables[i])[0]
-        except BaseException as error:  # re-raised below: a thread's exception is otherwise lost
-            errors.append(error)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and calls == [4, 4] and most[0] == 1  # the model never ran twice at once
+    results = run_in_threads(lambda table: stage(table)[0], tables)  # re-raises a thread's exception
+    assert calls == [4, 4] and most[0] == 1  # the model never ran twice at once
     alone = vectors(stage(rows(QUESTIONS[:8]))[0])
     np.testing.assert_allclose(np.concatenate([vectors(results[0]), vectors(results[1])]), alone, atol=1e-5)
 
