@@ -1,4 +1,4 @@
-"""The `curate` command line: run, validate, demo, sql, inspect."""
+"""The `curate` command line: run, validate, demo, sql, inspect, export; train-lm and finetune (`cli_train`)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def sql(
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="output format"),
     max_rows: int = typer.Option(50, "--max-rows", help="rows shown with --format table"),
 ) -> None:
-    """Query a run with SQL: views per stage (by name), final, rejected, target, manifest."""
+    """Query a run with SQL: a view per step (by label), <label>_all, final, rejected, target, heldout, steps."""
     import duckdb
 
     from curate.console import arrow_table, console
@@ -157,15 +157,18 @@ def sql(
 
 @app.command()
 def inspect(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
-    """Rows per stage, drop reasons with counts, time per stage, and cluster sizes where stages cluster."""
+    """The steps as a graph, rows per step, drop reasons, time, artifacts' metrics, cluster sizes."""
     from curate.console import cluster_table, console, reasons_table, stage_table
-    from curate.summary import cluster_summaries, summarize_run
+    from curate.summary import cluster_summaries, graph_lines, summarize_run
 
     try:
         summaries = summarize_run(run_dir)
         clusters = cluster_summaries(run_dir)
     except CurateError as error:
         _fail(error)
+    console.print(f"[bold]graph[/] of run {run_dir}:", highlight=False)
+    for line in graph_lines(summaries):
+        console.print("  " + line, highlight=False)
     console.print(stage_table(summaries, title=f"run {run_dir}"))
     if any(s.reasons for s in summaries):
         console.print(reasons_table(summaries))
@@ -173,56 +176,41 @@ def inspect(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
         console.print(cluster_table(summary))
 
 
-@app.command("train-lm")
-def train_lm_command(
-    source: Path = typer.Argument(..., metavar="INPUT", help="a file, glob or folder in any input format, or a "
-                                  "curate dataset folder"),
-    out: Path = typer.Option(..., "--out", "-o", help="folder for the model and tokenizer"),
-    field: str = typer.Option("text", "--field", help="column to train on (instruction rows' text is prompt + "
-                              "blank line + response), or 'prompt+response' (joined by a newline)"),
-    init: str = typer.Option(None, "--init", help="model to fine-tune (folder or hub id); default: from scratch"),
-    steps: int = typer.Option(None, "--steps", help="optimizer steps (from scratch; default 200)"),
-    epochs: float = typer.Option(None, "--epochs", help="passes over the data instead of --steps"),
-    vocab_size: int = typer.Option(None, "--vocab-size", help="tokenizer vocabulary (default 8192)"),
-    layers: int = typer.Option(None, "--layers", help="transformer layers (default 2)"),
-    width: int = typer.Option(None, "--width", help="hidden size (default 128)"),
-    heads: int = typer.Option(None, "--heads", help="attention heads (default 4)"),
-    seq_len: int = typer.Option(None, "--seq-len", help="tokens per training sequence (default 128)"),
-    batch_size: int = typer.Option(None, "--batch-size", help="sequences per step (default 16)"),
-    lr: float = typer.Option(None, "--lr", help="peak learning rate (default 1e-3)"),
-    seed: int = typer.Option(None, "--seed", help="seed (default 0)"),
-    limit: int = typer.Option(None, "--limit", help="use the first N rows only"),
-    device: str = typer.Option(None, "--device", help="auto, cpu or cuda (default auto)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="log training progress"),
+class ExportFormat(str, Enum):
+    jsonl = "jsonl"
+    parquet = "parquet"
+    hf = "hf"
+
+
+class RecordShape(str, Enum):
+    auto = "auto"
+    messages = "messages"
+    prompt_completion = "prompt-completion"
+    text = "text"
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    label: str = typer.Argument(..., help="the step to export (e.g. mixture)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder to write"),
+    fmt: ExportFormat = typer.Option(ExportFormat.jsonl, "--format", "-f", help="jsonl, parquet or hf (a datasets "
+                                     "save_to_disk folder)"),
+    shape: RecordShape = typer.Option(RecordShape.auto, "--as", help="records: messages, prompt-completion (TRL's "
+                                      "names), text; auto: messages, else prompt-completion, else text"),
 ) -> None:
-    """Train a small GPT-style LM (tokenizer included) on a text field, or fine-tune one with --init."""
-    import pydantic
+    """Write a step's rows as files trainers read as they are."""
+    from curate.console import console
+    from curate.export import export_step
 
-    from curate.console import RichProgress, console
-    from curate.io.texts import read_texts
-    from curate.models.lm_train import LMTrainConfig, read_train_info, train_lm
-
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    chosen = {"steps": steps, "epochs": epochs, "vocab_size": vocab_size, "n_layer": layers, "n_embd": width,
-              "n_head": heads, "seq_len": seq_len, "batch_size": batch_size, "lr": lr, "seed": seed,
-              "device": device}
     try:
-        config = LMTrainConfig(**{k: v for k, v in chosen.items() if v is not None})
-        if limit is not None and limit < 1:
-            raise CurateError("--limit must be at least 1")
-        texts = read_texts(source, field, limit)
-        with RichProgress():
-            folder = train_lm(texts, out, config, init=init)
-        info = read_train_info(folder)
-    except pydantic.ValidationError as error:
-        options = {"n_layer": "layers", "n_embd": "width", "n_head": "heads"}  # config field -> CLI option
-        _fail(CurateError("; ".join(f"--{options.get(str(e['loc'][0]), str(e['loc'][0])).replace('_', '-')}: "
-                                    f"{e['msg']}" if e["loc"] else e["msg"] for e in error.errors())))
+        folder, used, rows = export_step(run_dir, label, out, fmt.value, shape.value)
     except CurateError as error:
         _fail(error)
-    console.print(f"model saved to {folder}: {info['texts']} texts, {info['tokens']} tokens, {info['steps']} steps, "
-                  f"final loss {info['final_loss']:.4f}", highlight=False)
+    console.print(f"exported {rows:,} rows of {label!r} as {used} records ({fmt.value}) to {folder}", highlight=False)
 
+
+from curate import cli_train  # noqa: E402,F401  (registers train-lm and finetune)
 
 if __name__ == "__main__":
     app()

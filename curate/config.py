@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import glob
 import importlib
+import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from curate.errors import ConfigError, CurateError
+from curate.graph import INGEST, find_cycle, label_problem
 from curate.stages import REGISTRY
 from curate.stages.base import Params
+
+log = logging.getLogger("curate")
+STEP_KEYS = ("label", "from")  # reserved keys of a stage entry, beside its parameters
+DEFAULT_HELDOUT_SPLIT = 0.3
 
 FIELD_KEYS = ("id", "text", "prompt", "response", "answer", "messages")
 FORMATS = ("auto", "jsonl", "json", "parquet", "csv", "arrow", "hf")
@@ -47,6 +62,23 @@ class InputSpec(_Strict):
         return [self.path] if isinstance(self.path, str) else list(self.path)
 
 
+class HeldoutSplit(_Strict):
+    """`heldout: {split_from_target: 0.3, seed: 0}`: hold out a seeded share of the target's rows."""
+
+    split_from_target: float = Field(gt=0, lt=1)
+    seed: int = 0
+
+
+def _heldout_kind(value: Any) -> str:
+    """Which form a `heldout:` value has: rows of its own (`path: ...`) or a split of the target."""
+    split = isinstance(value, HeldoutSplit) or (isinstance(value, dict) and "split_from_target" in value)
+    return "split" if split else "input"
+
+
+HeldoutSpec = Annotated[Annotated[InputSpec, Tag("input")] | Annotated[HeldoutSplit, Tag("split")],
+                        Discriminator(_heldout_kind)]
+
+
 class EngineSpec(_Strict):
     kind: Literal["local"] = "local"
     workers: int = Field(2, ge=1)
@@ -56,19 +88,22 @@ class EngineSpec(_Strict):
 
 
 class StageSpec(BaseModel):
-    """One entry of `stages`: a registered stage name and its validated parameters."""
+    """One entry of `stages`: a registered stage name, its validated parameters, its label and input steps."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     params: dict[str, Any]
-    label: str  # unique name within the run: the stage name, `_2`, `_3`... when repeated
+    label: str  # unique name within the run: by default the stage name, `_2`, `_3`... when repeated
+    parents: tuple[str, ...] = (INGEST,)  # labels of the input steps (`from:`): by default the step before
+    index: int = 1  # position in `stages` (1-based; 0 is ingest): names the step's folders
 
 
 class PipelineConfig(_Strict):
     name: str
     inputs: list[InputSpec] = Field(min_length=1)
     target: InputSpec | None = None
+    heldout: HeldoutSpec | None = None  # rows only measured on, never read by a selection stage
     output: str
     engine: EngineSpec = Field(default_factory=EngineSpec)
     stages: list[Any] = Field(default_factory=list)
@@ -93,6 +128,8 @@ def _allowed_keys(model: type[BaseModel]) -> str:
 
 def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
     """The pydantic model that owns the key at `loc` (for listing the allowed keys)."""
+    if root is PipelineConfig and loc and loc[0] == "heldout":
+        return HeldoutSplit if "split" in loc[1:2] else InputSpec
     if root is PipelineConfig and loc and loc[0] in ("inputs", "target"):
         return InputSpec
     if root is PipelineConfig and loc and loc[0] == "engine":
@@ -103,7 +140,8 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
 def _format_pydantic(error: ValidationError, root: type[BaseModel], prefix: str = "") -> list[str]:
     problems = []
     for e in error.errors():
-        loc = prefix + ".".join(str(p) for p in e["loc"])
+        parts = [p for i, p in enumerate(e["loc"]) if not (i == 1 and e["loc"][0] == "heldout")]  # union tags
+        loc = prefix + ".".join(str(p) for p in parts)
         if e["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown key; allowed: {_allowed_keys(_model_at(root, e['loc']))}")
         elif e["type"] == "missing":
@@ -114,7 +152,10 @@ def _format_pydantic(error: ValidationError, root: type[BaseModel], prefix: str 
 
 
 def _validate_stages(raw: list[Any]) -> tuple[list[StageSpec], list[str]]:
+    """Each entry's stage name, parameters, `label` and `from`; then the graph: labels unique, inputs known and
+    holding rows, no cycle, as many inputs as the stage takes."""
     specs, problems, seen = [], [], {}
+    previous = INGEST
     for i, entry in enumerate(raw):
         where = f"stages[{i}]"
         if isinstance(entry, str):
@@ -126,20 +167,70 @@ def _validate_stages(raw: list[Any]) -> tuple[list[StageSpec], list[str]]:
         if name not in REGISTRY:
             problems.append(f"{where}: unknown stage {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
             continue
-        params = params or {}
+        params = dict(params or {}) if isinstance(params, dict) or params is None else params
         if not isinstance(params, dict):
             problems.append(f"{where}.{name}: parameters must be a mapping, got {params!r}")
             continue
+        seen[name] = seen.get(name, 0) + 1
+        label = params.pop("label", None) or (name if seen[name] == 1 else f"{name}_{seen[name]}")
+        parents = params.pop("from", None) or previous
+        parents = tuple(parents) if isinstance(parents, list) else (parents,)
+        if (problem := label_problem(label)) is not None:
+            problems.append(f"{where}.{name}.label: {problem}")
         model: type[Params] = REGISTRY[name].Params
         try:
             validated = model.model_validate(params)
         except ValidationError as err:
-            problems += _format_pydantic(err, model, f"{where}.{name}.")
+            problems += [p.replace("; allowed: ", f"; allowed: {', '.join(STEP_KEYS)}, ", 1)
+                         for p in _format_pydantic(err, model, f"{where}.{name}.")]
+            previous = label
             continue
-        seen[name] = seen.get(name, 0) + 1
-        label = name if seen[name] == 1 else f"{name}_{seen[name]}"
-        specs.append(StageSpec(name=name, params=validated.model_dump(mode="json"), label=label))
-    return specs, problems
+        specs.append(StageSpec(name=name, params=validated.model_dump(mode="json"), label=label,
+                               parents=parents, index=i + 1))
+        previous = label
+    return specs, problems + _graph_problems(specs)
+
+
+def _graph_problems(specs: list[StageSpec]) -> list[str]:
+    problems = []
+    labels: dict[str, StageSpec] = {}
+    for spec in specs:
+        if spec.label in labels:
+            problems.append(f"stages[{spec.index - 1}].{spec.name}.label: {spec.label!r} is already the label of "
+                            f"stages[{labels[spec.label].index - 1}]; labels must be unique")
+        labels.setdefault(spec.label, spec)
+    with_rows = [INGEST] + [s.label for s in specs if REGISTRY[s.name].output != "artifacts"]
+    for spec in specs:
+        where = f"stages[{spec.index - 1}].{spec.name}.from"
+        allowed = ", ".join(label for label in with_rows if label != spec.label)
+        for parent in spec.parents:
+            if not isinstance(parent, str) or (parent != INGEST and parent not in labels):
+                problems.append(f"{where}: unknown label {parent!r}; allowed: {allowed}")
+            elif parent != INGEST and REGISTRY[labels[parent].name].output == "artifacts":
+                problems.append(f"{where}: {parent!r} builds {REGISTRY[labels[parent].name].artifact_root} "
+                                f"(artifacts), not rows; allowed: {allowed}")
+        if spec.label in spec.parents and labels[spec.label] is spec:
+            problems.append(f"{where}: a step cannot read itself ({spec.label!r})")
+        stage = REGISTRY[spec.name](spec.params)
+        if (problem := stage.check_inputs(list(spec.parents))) is not None:
+            problems.append(f"stages[{spec.index - 1}].{spec.name}.{problem}")
+    if not problems and (cycle := find_cycle({s.label: s.parents for s in specs})) is not None:
+        problems.append(f"stages: the `from:` keys form a cycle: {' -> '.join(reversed(cycle))}")
+    return problems
+
+
+def _graph_defaults(specs: list[StageSpec]) -> list[StageSpec]:
+    """Parameters a stage fills in from the steps that read it (a mixture counts tokens with the tokenizer of
+    the fine-tuning step that trains on it)."""
+    out = []
+    for spec in specs:
+        readers = [s for s in specs if spec.label in s.parents]
+        updates = REGISTRY[spec.name](spec.params).graph_defaults(readers)
+        if updates:
+            params = REGISTRY[spec.name].Params.model_validate({**spec.params, **updates}).model_dump(mode="json")
+            spec = spec.model_copy(update={"params": params})
+        out.append(spec)
+    return out
 
 
 def _stage_needs(where: str, stage: Any, config: PipelineConfig) -> list[str]:
@@ -147,8 +238,12 @@ def _stage_needs(where: str, stage: Any, config: PipelineConfig) -> list[str]:
     from curate.models.locate import model_source
 
     problems = []
-    if config.target is None and stage.requires_target():
+    samples = stage.samples()
+    if config.target is None and "target" in samples:
         problems.append(f"{where}: needs a `target:` sample in the config")
+    if config.heldout is None and config.target is None and "heldout" in samples:
+        problems.append(f"{where}: needs held-out rows to measure on: a `heldout:` sample, or a `target:` to split "
+                        f"them from (`heldout: {{split_from_target: {DEFAULT_HELDOUT_SPLIT}}}` by default)")
     for key, name in stage.models().items():
         try:
             model_source(name, f"{where}.{key}")
@@ -162,6 +257,8 @@ def _check_paths(config: PipelineConfig) -> list[str]:
     named = [(f"inputs[{i}]", s) for i, s in enumerate(config.inputs)]
     if config.target is not None:
         named.append(("target", config.target))
+    if isinstance(config.heldout, InputSpec):
+        named.append(("heldout", config.heldout))
     for where, spec in named:
         for pattern in spec.paths():
             resolved = config.resolve(pattern)
@@ -187,12 +284,23 @@ def parse_config(data: Any, base_dir: str | Path = ".", output: str | None = Non
             importlib.import_module(module)
         except ImportError as err:
             raise ConfigError(f"plugins[{i}]: cannot import {module!r}: {err}") from None
+    if isinstance(config.heldout, HeldoutSplit) and config.target is None:
+        raise ConfigError("heldout.split_from_target: splits the `target:` sample, but the config has none; give "
+                          "`target:` or held-out rows of their own (`heldout: {path: ...}`)")
     specs, problems = _validate_stages(config.stages)
-    for i, spec in enumerate(specs):
-        problems += _stage_needs(f"stages[{i}].{spec.name}", REGISTRY[spec.name](spec.params), config)
+    if not problems:
+        specs = _graph_defaults(specs)
+    for spec in specs:
+        stage = REGISTRY[spec.name](spec.params)
+        problems += _stage_needs(f"stages[{spec.index - 1}].{spec.name}", stage, config)
     problems += _check_paths(config)
     if problems:
         raise ConfigError(problems)
+    if config.heldout is None and config.target is not None and any(
+            "heldout" in REGISTRY[s.name](s.params).samples() for s in specs):
+        # Measuring needs rows no selection saw: hold out part of the target, recorded in the run.
+        config.heldout = HeldoutSplit(split_from_target=DEFAULT_HELDOUT_SPLIT, seed=0)
+        log.info("heldout: none given; holding out %.0f%% of the target (seed 0)", 100 * DEFAULT_HELDOUT_SPLIT)
     config._specs = specs
     return config
 
@@ -213,9 +321,11 @@ def resolved_config(config: PipelineConfig) -> dict[str, Any]:
     """The config as it will run (defaults filled in, paths absolute): frozen into the run directory,
     where `curate run <run>/config.yaml` repeats the run."""
     data = config.model_dump(mode="json", exclude={"stages", "base_dir"})
-    for spec in data["inputs"] + ([data["target"]] if data.get("target") else []):
+    held = [data["heldout"]] if isinstance(config.heldout, InputSpec) else []
+    for spec in data["inputs"] + ([data["target"]] if data.get("target") else []) + held:
         paths = [str(Path(config.resolve(p)).resolve()) for p in InputSpec.model_validate(spec).paths()]
         spec["path"] = paths[0] if isinstance(spec["path"], str) else paths
     data["output"] = str(config.output_dir().resolve())
-    data["stages"] = [{s.name: s.params} for s in config.stage_specs()]
+    data["stages"] = [{s.name: {"label": s.label, "from": list(s.parents) if len(s.parents) > 1 else s.parents[0],
+                                **s.params}} for s in config.stage_specs()]
     return data

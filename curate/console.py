@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from curate import progress as progress_api
-from curate.summary import ClusterSummary, StageSummary
+from curate.summary import ClusterSummary, StepSummary
 
 console = Console()
 
@@ -41,7 +41,7 @@ class RichProgress(progress_api.Progress):
     def __init__(self) -> None:
         self.bars = Progress(SpinnerColumn(), TextColumn("{task.description:<24}"), BarColumn(),
                              MofNCompleteColumn(), RowsPerSecond(), TimeElapsedColumn(), TimeRemainingColumn(),
-                             console=console, transient=False)
+                             TextColumn("{task.fields[note]}"), console=console, transient=False)
         self.tasks: dict[str, Any] = {}
         self.lock = threading.Lock()
 
@@ -56,12 +56,17 @@ class RichProgress(progress_api.Progress):
 
     def start(self, key: str, description: str, total: int | None, unit: str = "rows") -> None:
         with self.lock:
-            self.tasks[key] = self.bars.add_task(description, total=total, unit=unit)
+            self.tasks[key] = self.bars.add_task(description, total=total, unit=unit, note="")
 
     def advance(self, key: str, rows: int) -> None:
         with self.lock:
             if key in self.tasks:
                 self.bars.advance(self.tasks[key], rows)
+
+    def note(self, key: str, text: str) -> None:
+        with self.lock:
+            if key in self.tasks:
+                self.bars.update(self.tasks[key], note=text)
 
     def finish(self, key: str) -> None:
         with self.lock:
@@ -71,21 +76,36 @@ class RichProgress(progress_api.Progress):
                 self.bars.stop_task(self.tasks[key])
 
 
-def stage_table(summaries: Sequence[StageSummary], title: str = "stages") -> Table:
-    """Rows per stage; only the drop-reason column shrinks on a narrow terminal."""
-    rows = [[s.label, f"{s.rows_in:,}", f"{s.rows_out:,}", f"{s.rows_rejected:,}", f"{s.seconds:.1f}", s.status]
-            for s in summaries]
+def _note(s: StepSummary) -> str:
+    """The last column of the step table: the top drop reason, or what an artifact step measured."""
+    if s.output == "artifacts":
+        return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in s.metrics.items() if isinstance(v, (int, float, str)))[:200]
+    return next((f"{r} ({n:,})" for r, n in s.reasons.items()), "")
+
+
+def stage_table(summaries: Sequence[StepSummary], title: str = "stages") -> Table:
+    """Rows per step; only the last column (drop reason, metrics) shrinks on a narrow terminal."""
+    added = any(s.rows_added for s in summaries)
+    names = ["step", "rows in", "kept", "rejected"] + (["added"] if added else []) + ["seconds", "status"]
+    rows = []
+    for s in summaries:
+        kept = f"{s.rows_kept:,}" if s.output != "artifacts" else "-"
+        row = [s.label, f"{s.rows_in:,}", kept, f"{s.rows_rejected:,}"]
+        row += [f"{s.rows_added:,}"] if added else []
+        rows.append([*row, f"{s.seconds:.1f}", s.status])
     table = Table(title=title, title_justify="left")
-    for i, name in enumerate(["stage", "rows in", "kept", "rejected", "seconds", "status"]):
+    for i, name in enumerate(names):
         width = max([len(name)] + [len(r[i]) for r in rows])
-        table.add_column(name, justify="left" if i in (0, 5) else "right", no_wrap=True, min_width=width)
-    table.add_column("top drop reason", overflow="ellipsis", no_wrap=True)
+        table.add_column(name, justify="left" if i in (0, len(names) - 1) else "right", no_wrap=True,
+                         min_width=width)
+    table.add_column("top drop reason / metrics", overflow="ellipsis", no_wrap=True)
     for row, s in zip(rows, summaries, strict=True):
-        table.add_row(*row, next((f"{r} ({n:,})" for r, n in s.reasons.items()), ""))
+        table.add_row(*row, _note(s))
     return table
 
 
-def reasons_table(summaries: Sequence[StageSummary]) -> Table:
+def reasons_table(summaries: Sequence[StepSummary]) -> Table:
     table = Table(title="drop reasons", title_justify="left")
     for name, justify in [("stage", "left"), ("reason", "left"), ("rows", "right"), ("share of stage input", "right")]:
         table.add_column(name, justify=justify)

@@ -103,6 +103,28 @@ def _schema_from_json(data: dict[str, Any]) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(data["arrow"])))
 
 
+# ---------------------------------------------------------------- rejected rows
+
+REJECT_META = ("stage", "reason", "score")  # the columns every rejected row starts with
+
+
+def rejected_rows(rows: pa.Table, stage: str, reason: pa.Array, score: pa.Array | None = None,
+                  details: dict[str, pa.Array] | None = None) -> pa.Table:
+    """Dropped rows as stored under `rejected/`: stage, reason, score and details first, then the row's own
+    columns. A row column that shares a name with one of those keeps its value under `<name>_original`."""
+    n = rows.num_rows
+    meta: dict[str, Any] = {
+        "stage": pa.array([stage] * n, pa.string()),
+        "reason": reason,
+        "score": pa.nulls(n, pa.float64()) if score is None else pc.cast(score, pa.float64()),
+    }
+    meta.update(details or {})
+    table = pa.table(meta)
+    for name, column in zip(rows.column_names, rows.columns, strict=True):
+        table = table.append_column(f"{name}_original" if name in meta else name, column)
+    return table
+
+
 # ---------------------------------------------------------------- writing
 
 
@@ -243,7 +265,10 @@ class Dataset:
         if not manifest_path.is_file():
             state = "does not exist" if not path.exists() else "is incomplete (no _manifest.json)"
             raise DatasetError(f"dataset {path} {state}")
-        return cls(path, json.loads(manifest_path.read_text(encoding="utf-8")))
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest.get("kind") == "artifacts":
+            raise DatasetError(f"{path} holds a step's artifacts (a model, metrics), not rows")
+        return cls(path, manifest)
 
     @staticmethod
     def exists(path: str | Path) -> bool:
@@ -342,19 +367,6 @@ class Dataset:
 
     def take(self, indices: Sequence[int], columns: Sequence[str]) -> pa.Table:
         """Rows at global positions `indices` (in that order), reading only the shards that hold them."""
-        import numpy as np
+        from curate.inputs import StepInput
 
-        indices = np.asarray(indices, dtype=np.int64)
-        names = self.shard_names
-        starts = np.array([*self.shard_offsets().values(), self.count()], dtype=np.int64)
-        shard_of = np.searchsorted(starts, indices, side="right") - 1
-        pieces, order = [], []
-        for s in np.unique(shard_of).tolist():
-            picked = np.flatnonzero(shard_of == s)
-            table = self.read_shard(names[s], columns)
-            pieces.append(table.take(pa.array(indices[picked] - starts[s])))
-            order.append(picked)
-        if not pieces:
-            return self._projected(columns).empty_table()
-        result = pa.concat_tables(pieces)
-        return result.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+        return StepInput([self], [self.manifest.get("stage", "")]).take(indices, columns)

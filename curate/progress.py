@@ -18,6 +18,9 @@ class Progress:
     def advance(self, key: str, rows: int) -> None:
         """`rows` more units done in step `key` (called from worker threads)."""
 
+    def note(self, key: str, text: str) -> None:
+        """A short status shown beside step `key`'s bar (a training loss)."""
+
     def finish(self, key: str) -> None:
         """The step is over."""
 

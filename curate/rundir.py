@@ -5,9 +5,13 @@ runs/<name>/
   run.json              versions, fingerprints, timings, counts per stage
   stages/NN-<label>/    a Dataset per stage (kept rows)
   rejected/NN-<label>/  a Dataset of dropped rows with reasons
-  target/               the ingested target sample, when the config names one
+  target/               the target sample as selection stages see it (without the held-out rows)
+  heldout/              held-out rows (`heldout:`, or split from the target): only measured on
+  target_all/           the whole ingested target, when held-out rows are split from it
+  heldout_split.json    the ids of both parts of such a split
   scores/<label>-<key>/ scorers' stored summaries (scores), keyed by what decides them: re-deciding is free
-  models/               auxiliary and fine-tuned models
+  models/<label>/       a fine-tuning step's model (an artifact step), or auxiliary models (`<label>-<key>/`)
+  eval/<label>/         an evaluation step's results
 """
 
 from __future__ import annotations
@@ -41,8 +45,13 @@ class RunDir:
         self.rejected = self.root / "rejected"
         self.target = self.root / "target"
         self.target_rejected = self.rejected / "target"
+        self.heldout = self.root / "heldout"
+        self.heldout_rejected = self.rejected / "heldout"
+        self.target_all = self.root / "target_all"
+        self.heldout_split = self.root / "heldout_split.json"
         self.models = self.root / "models"
         self.scores = self.root / "scores"
+        self.eval = self.root / "eval"
 
     @classmethod
     def open(cls, root: str | Path) -> RunDir:

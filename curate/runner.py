@@ -1,16 +1,16 @@
-"""Plans a run from a config and executes it step by step, with resume by fingerprint.
+"""Executes a planned run step by step, with resume by fingerprint (the plan: `curate.plan`).
 
-- A step's fingerprint = hash(parent's fingerprint, stage name, resolved params, curate version); the
-  ingest step hashes its inputs' paths, sizes and modification times instead of a parent.
-- A step whose kept and rejected manifests carry its fingerprint is skipped.
+- A step whose manifests carry its fingerprint is skipped (rows: the kept and the rejected datasets; artifacts:
+  the artifact manifest).
 - An interrupted step keeps the receipts of its finished tasks; a re-run does only the missing ones.
 - The rejected manifest is written before the kept one: a kept manifest means the step is complete.
+- Every step's counts are checked: rows in = kept + rejected, and rows out = kept + added.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import platform
 import re
 import shutil
@@ -20,24 +20,32 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import __version__
+from curate.artifacts import Artifacts, write_artifacts
 from curate.config import PipelineConfig, resolved_config
 from curate.dataset import MANIFEST, Dataset, ShardInfo, atomic_write_text, write_manifest
 from curate.errors import CurateError
 from curate.executors import Executor, ThreadExecutor
 from curate.hashing import canonical_json, fingerprint
+from curate.inputs import StepInput
 from curate.io.ingest import make_ids_unique
-from curate.io.sources import InputUnit, plan_units, units_for
+from curate.plan import Plan, Step, plan_run
 from curate.progress import progress
 from curate.rundir import RunDir
 from curate.stages import REGISTRY
+from curate.stages.base import PARENT_ID
 from curate.tasks import (
     WORK,
+    StepTask,
     apply_task,
+    build_task,
     decide_task,
+    gather_task,
     ingest_task,
     map_task,
     prepare_task,
@@ -51,41 +59,21 @@ REJECTED_COLUMNS = pa.schema([("stage", pa.string()), ("reason", pa.string()), (
 
 
 @dataclass
-class Step:
-    index: int
-    label: str  # view name in SQL, `stage` value of rejected rows
-    stage: str  # registered stage name, or "ingest"
-    params: dict[str, Any]
-    fingerprint: str
-    out_dir: Path
-    rejected_dir: Path
-    parent: Step | None = None
-    units: list[InputUnit] = field(default_factory=list)  # ingest steps only
-
-    @property
-    def kind(self) -> str:
-        return "ingest" if self.stage == "ingest" else REGISTRY[self.stage].kind
-
-
-@dataclass
 class StepResult:
     label: str
     stage: str
     status: str  # "ran" or "skipped"
     fingerprint: str
     rows_in: int
-    rows_out: int
+    rows_out: int  # rows in the step's output: kept + added
     rows_rejected: int
     seconds: float
     reasons: dict[str, int]
-
-
-def _input_signature(units: list[InputUnit]) -> list[Any]:
-    signature = []
-    for unit in units:
-        stat = os.stat(unit.path)
-        signature.append([asdict(unit), stat.st_size, stat.st_mtime_ns])
-    return signature
+    rows_kept: int = 0
+    rows_added: int = 0
+    output: str = "rows"
+    parents: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)  # artifact steps
 
 
 def _label_of(name: str) -> str:
@@ -100,32 +88,8 @@ class Runner:
         self.config = config
         self.run_dir = RunDir(config.output_dir())
         self.executor = executor or ThreadExecutor(config.engine.workers, config.engine.retries)
-        self.steps = self._plan()
-
-    # ------------------------------------------------------------ planning
-
-    def _ingest_step(self, label: str, units: list[InputUnit], out_dir: Path, rejected_dir: Path) -> Step:
-        params = {"shard_rows": self.config.engine.shard_rows}
-        fp = fingerprint(label, _input_signature(units), params, __version__)
-        return Step(0, label, "ingest", params, fp, out_dir, rejected_dir, units=units)
-
-    def _plan(self) -> list[Step]:
-        run = self.run_dir
-        steps = [self._ingest_step("ingest", plan_units(self.config), run.stage_dir(0, "ingest"),
-                                   run.rejected_dir(0, "ingest"))]
-        for i, spec in enumerate(self.config.stage_specs(), start=1):
-            parent = steps[-1]
-            extra = REGISTRY[spec.name](spec.params).fingerprint_extra()
-            fp = fingerprint(parent.fingerprint, spec.name, spec.params, extra, __version__)
-            steps.append(Step(i, spec.label, spec.name, spec.params, fp, run.stage_dir(i, spec.label),
-                              run.rejected_dir(i, spec.label), parent=parent))
-        return steps
-
-    def target_step(self) -> Step | None:
-        if self.config.target is None:
-            return None
-        units = units_for(self.config.target, "target", self.config)
-        return self._ingest_step("target", units, self.run_dir.target, self.run_dir.target_rejected)
+        self.plan: Plan = plan_run(config, self.run_dir)
+        self.steps = self.plan.steps
 
     # ------------------------------------------------------------ running
 
@@ -135,155 +99,246 @@ class Runner:
         self._remove_stale_outputs()
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         results: list[StepResult] = []
-        target = self.target_step()
-        for step in ([target] if target else []) + self.steps:
+        for step in self.plan.samples + self.plan.steps:
             results.append(self.run_step(step))
             run.write_run_json(self._run_json(results, started, finished=False))
         run.write_run_json(self._run_json(results, started, finished=True))
         return results
 
     def _remove_stale_outputs(self) -> None:
-        """Stage folders of an earlier config that this plan no longer has (derived data only). Stored
-        scores and models are kept for every stage still planned, so a changed decision can reuse them."""
-        planned = {s.out_dir.name for s in self.steps} | {"target"}  # NN-<label>
-        labels = {s.label for s in self.steps}  # scores/ and models/ hold <label>-<key> or <label>
-        for folder, owner, kept in [(self.run_dir.stages, str, planned), (self.run_dir.rejected, str, planned),
-                                    (self.run_dir.scores, _label_of, labels), (self.run_dir.models, _label_of, labels)]:
+        """Step folders of an earlier config that this plan no longer has (derived data only). Stored scores and
+        models are kept for every stage still planned, so a changed decision can reuse them."""
+        planned = {s.out_dir.name for s in self.steps if s.output != "artifacts"}  # NN-<label>
+        labels = {s.label for s in self.steps}  # scores/, models/ and eval/ hold <label>-<key> or <label>
+        run = self.run_dir
+        for folder, owner, kept in [(run.stages, str, planned), (run.rejected, str, planned | {"target", "heldout"}),
+                                    (run.scores, _label_of, labels), (run.models, _label_of, labels),
+                                    (run.eval, _label_of, labels)]:
             for path in folder.glob("*") if folder.is_dir() else []:
                 if path.is_dir() and owner(path.name) not in kept:
-                    log.info("removing %s: not a stage of this config", path)
+                    log.info("removing %s: not a step of this config", path)
                     shutil.rmtree(path)
+        stale = ([run.heldout, run.heldout_rejected] if self.plan.heldout is None else []) + (
+            [run.target_all] if self.plan.split is None else [])
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+        if self.plan.split is None:
+            run.heldout_split.unlink(missing_ok=True)
 
     def is_done(self, step: Step) -> bool:
-        for path in (step.rejected_dir, step.out_dir):
-            if not Dataset.exists(path) or Dataset.open(path).fingerprint != step.fingerprint:
-                return False
-        return True
+        if step.output == "artifacts":
+            return Artifacts.exists(step.out_dir) and Artifacts.open(step.out_dir).fingerprint == step.fingerprint
+        folders = [self.run_dir.target, step.out_dir] if step.kind == "split" else [step.rejected_dir, step.out_dir]
+        return all(Dataset.exists(p) and Dataset.open(p).fingerprint == step.fingerprint for p in folders)
 
     def run_step(self, step: Step) -> StepResult:
         if self.is_done(step):
-            stats = Dataset.open(step.out_dir).stats
             log.info("%s: done before (fingerprint %s), skipped", step.label, step.fingerprint[:12])
-            return self._result(step, "skipped", stats)
+            return self._result(step, "skipped", self._stats(step))
         self._prepare(step)
         start = time.perf_counter()
-        key = step.label
+        task = self._task(step)
         if step.kind == "ingest":
-            progress().start(key, f"{step.label} ({len(step.units)} files)", None)
-            calls = [(u, str(step.out_dir), str(step.rejected_dir), step.params["shard_rows"], step.label, key)
-                     for u in step.units]
-            self.executor.map(ingest_task, calls, [f"{step.label}[{Path(u.path).name}]" for u in step.units])
+            progress().start(task.key, f"{step.label} ({len(step.units)} files)", None)
+            self.executor.map(ingest_task, [(task, u, step.params["shard_rows"]) for u in step.units],
+                              [f"{step.label}[{Path(u.path).name}]" for u in step.units])
+        elif step.kind == "split":
+            self._split_heldout(step, time.perf_counter())
+            return self._result(step, "ran", self._stats(step))
         else:
-            parent = Dataset.open(step.parent.out_dir)
-            REGISTRY[step.stage](step.params).check_input(parent.schema)
+            step_input = task.input()
+            step.instance().check_input(step_input.schema)
             if step.kind == "map":
-                self._run_map(step, parent)
+                self._run_map(step, task, step_input)
+            elif step.kind == "global":
+                self._run_global(step, task, step_input)
             else:
-                self._run_global(step, parent)
-        progress().finish(key)
+                return self._run_artifact(step, task, start)
+        progress().finish(task.key)
         stats = self._finalize(step, time.perf_counter() - start)
         return self._result(step, "ran", stats)
 
+    def _task(self, step: Step) -> StepTask:
+        dirs = () if step.kind in ("ingest", "split") else tuple(str(d) for d in self.plan.input_dirs(step))
+        work = step.out_dir / WORK
+        return StepTask(step.label, step.stage, step.params, dirs, step.parents, str(step.out_dir),
+                        str(step.rejected_dir or ""), str(work), str(work), {}, step.label)
+
     def _prepare(self, step: Step) -> None:
         """Keep a half-done step's finished tasks only if it was started with the same fingerprint."""
+        folders = [p for p in (step.out_dir, step.rejected_dir) if p is not None]
         pending = step.out_dir / "_pending.json"
         same = pending.is_file() and pending.read_text().strip() == step.fingerprint
         if not same:
-            for path in (step.out_dir, step.rejected_dir):
+            for path in folders:
                 shutil.rmtree(path, ignore_errors=True)
-        for path in (step.out_dir, step.rejected_dir):
+        for path in folders:
             path.mkdir(parents=True, exist_ok=True)
-        for path in (step.out_dir / MANIFEST, step.rejected_dir / MANIFEST):
-            path.unlink(missing_ok=True)
+            (path / MANIFEST).unlink(missing_ok=True)
         atomic_write_text(pending, step.fingerprint)
 
-    def _shard_calls(self, step: Step, parent: Dataset, fn_args) -> tuple[list[tuple], list[str]]:
-        shards = parent.shard_names
-        return [fn_args(s) for s in shards], [f"{step.label}[{s.removesuffix('.parquet')}]" for s in shards]
+    def _map(self, fn: Any, step: Step, calls: list[tuple], names: list[str]) -> list[Any]:
+        return self.executor.map(fn, calls, names, resources=step.resources)
 
-    def _run_map(self, step: Step, parent: Dataset) -> None:
-        key = step.label
-        progress().start(key, step.label, parent.count())
-        calls, names = self._shard_calls(step, parent, lambda s: (
-            step.stage, step.params, step.label, str(parent.path), s, str(step.out_dir),
-            str(step.rejected_dir), key))
-        self.executor.map(map_task, calls, names)
+    def _run_map(self, step: Step, task: StepTask, step_input: StepInput) -> None:
+        progress().start(task.key, step.label, step_input.count())
+        refs = step_input.shard_names
+        self._map(map_task, step, [(task, r) for r in refs], [f"{step.label}[{_short(r)}]" for r in refs])
 
     def summary_dir(self, step: Step) -> Path:
         """Where a global stage's summaries go: kept under scores/ (by what decides them) for scorers."""
-        stage = REGISTRY[step.stage](step.params)
+        stage = step.instance()
         if not getattr(stage, "keep_summaries", False):
             return step.out_dir / WORK
-        key = fingerprint(step.parent.fingerprint, step.stage, stage.summary_params(), stage.fingerprint_extra(),
+        parents = [self.plan.step(p).fingerprint for p in step.parents]
+        samples = {s: self.plan.sample_fingerprints()[s] for s in step.samples}
+        key = fingerprint(parents, step.stage, stage.summary_params(), stage.fingerprint_extra(), samples,
                           __version__)
         return self.run_dir.scores / f"{step.label}-{key[:16]}"
 
-    def _run_global(self, step: Step, parent: Dataset) -> None:
-        work = step.out_dir / WORK
+    def _sample_dirs(self, step: Step) -> tuple[str | None, str | None]:
+        target = str(self.plan.target) if "target" in step.samples and self.plan.target else None
+        heldout = str(self.plan.heldout) if "heldout" in step.samples and self.plan.heldout else None
+        return target, heldout
+
+    def _run_global(self, step: Step, task: StepTask, step_input: StepInput) -> None:
+        work = Path(task.work_dir)
         work.mkdir(exist_ok=True)
         summaries = self.summary_dir(step)
         summaries.mkdir(parents=True, exist_ok=True)
-        target = str(self.run_dir.target) if Dataset.exists(self.run_dir.target) else None
-        models = self.run_dir.models / summaries.name if summaries != work else self.run_dir.models / step.label
-        prepared = self.executor.call(prepare_task, (
-            step.stage, step.params, step.label, str(parent.path), target, str(models), str(summaries)),
-            f"{step.label}:prepare")
-        key = f"{step.label}:summarize"
-        progress().start(key, f"{step.label} (summarize)", parent.count())
-        calls, names = self._shard_calls(step, parent, lambda s: (
-            step.stage, step.params, str(parent.path), s, str(summaries), key, prepared))
-        self.executor.map(summarize_task, calls, [f"{n}:summarize" for n in names])
-        progress().finish(key)
-        if parent.count():
-            self.executor.call(decide_task, (step.stage, step.params, str(parent.path), str(summaries), str(work),
-                                             prepared), f"{step.label}:decide")
-        key = step.label
-        progress().start(key, f"{step.label} (apply)", parent.count())
-        calls, names = self._shard_calls(step, parent, lambda s: (
-            step.label, str(parent.path), s, str(work), str(step.out_dir), str(step.rejected_dir), key))
-        self.executor.map(apply_task, calls, names)
+        models = self.run_dir.models / (summaries.name if summaries != work else step.label)
+        task = StepTask(**{**asdict(task), "summary_dir": str(summaries), "key": f"{step.label}:summarize"})
+        target, heldout = self._sample_dirs(step)
+        prepared = self.executor.call(prepare_task, (task, target, heldout, str(models)), f"{step.label}:prepare")
+        task = StepTask(**{**asdict(task), "prepared": prepared})
+        refs = step_input.shard_names
+        progress().start(task.key, f"{step.label} (summarize)", step_input.count())
+        self._map(summarize_task, step, [(task, r) for r in refs], [f"{step.label}[{_short(r)}]:summarize"
+                                                                    for r in refs])
+        progress().finish(task.key)
+        decided = self.executor.call(decide_task, (task,), f"{step.label}:decide") if step_input.count() else {}
+        task = StepTask(**{**asdict(task), "key": step.label})
+        progress().start(task.key, f"{step.label} (apply)", step_input.count())
+        self._map(apply_task, step, [(task, r) for r in refs], [f"{step.label}[{_short(r)}]" for r in refs])
+        if "output_rows" in decided:
+            buckets = -(-decided["output_rows"] // decided["shard_rows"])
+            self._map(gather_task, step, [(task, b) for b in range(buckets)],
+                      [f"{step.label}[part-{b:05d}]:gather" for b in range(buckets)])
+
+    def _run_artifact(self, step: Step, task: StepTask, start: float) -> StepResult:
+        target, heldout = self._sample_dirs(step)
+        metrics = self.executor.call(build_task, (task, target, heldout), f"{step.label}:build")
+        rows = Dataset.open(self.plan.input_dirs(step)[0]).count()
+        stats = {"rows_in": rows, "rows_out": 0, "rows_kept": 0, "rows_rejected": 0, "rows_added": 0,
+                 "seconds": round(time.perf_counter() - start, 3), "reasons": {}}
+        write_artifacts(step.out_dir, fingerprint=step.fingerprint,
+                        parents=[self.plan.step(p).fingerprint for p in step.parents], stage=step.label,
+                        config={"stage": step.stage, **step.params}, metrics=metrics, stats=stats)
+        (step.out_dir / "_pending.json").unlink(missing_ok=True)
+        log.info("%s: built %s in %.1fs", step.label, step.out_dir, stats["seconds"])
+        return self._result(step, "ran", stats, metrics)
+
+    def _split_heldout(self, step: Step, start: float) -> None:
+        """Hold out a seeded share of the ingested target: `heldout/` gets it, `target/` the rest."""
+        source = Dataset.open(self.run_dir.target_all)
+        table = source.to_table()
+        n = table.num_rows
+        k = int(np.floor(step.params["split_from_target"] * n))
+        held = np.zeros(n, dtype=bool)
+        held[np.random.default_rng(step.params["seed"]).permutation(n)[:k]] = True
+        common = {"fingerprint": step.fingerprint, "parents": [source.fingerprint], "config": dict(step.params)}
+        parts = {}
+        for name, mask, folder in (("target", ~held, self.run_dir.target), ("heldout", held, step.out_dir)):
+            shutil.rmtree(folder, ignore_errors=True)
+            part = table.filter(pa.array(mask))
+            parts[name] = part.column("id").to_pylist()
+            stats = {"rows_in": n, "rows_out": part.num_rows, "rows_kept": part.num_rows, "rows_rejected": 0,
+                     "rows_added": 0, "seconds": round(time.perf_counter() - start, 3), "reasons": {}}
+            Dataset.write(folder, part, stage=name, stats=stats, **common)
+        split = {"split_from_target": step.params["split_from_target"], "seed": step.params["seed"],
+                 "target_ids": parts["target"], "heldout_ids": parts["heldout"]}
+        atomic_write_text(self.run_dir.heldout_split, json.dumps(split, indent=1))
+        log.info("heldout: %d of %d target rows held out (seed %d)", k, n, step.params["seed"])
 
     def _finalize(self, step: Step, seconds: float) -> dict[str, Any]:
         receipts = read_receipts(step.out_dir)
         kept = [ShardInfo(**s) for r in receipts for s in r["kept"]]
         rejected = [ShardInfo(**s) for r in receipts for s in r["rejected"]]
         rows_in = sum(r["rows_in"] for r in receipts)
+        rows_kept = sum(r.get("rows_kept", 0) for r in receipts)
+        rows_added = sum(r.get("rows_added", 0) for r in receipts)
         renamed = 0
         if step.kind == "ingest":
             kept, renamed = make_ids_unique(str(step.out_dir), kept)
+            rows_kept = sum(s.rows for s in kept)
             schema = None if kept else INGEST_COLUMNS
         else:
-            schema = None if kept else Dataset.open(step.parent.out_dir).schema
+            schema = None if kept else StepInput.open(self.plan.input_dirs(step), step.parents).schema
         rows_out, rows_rejected = sum(s.rows for s in kept), sum(s.rows for s in rejected)
-        if rows_in != rows_out + rows_rejected:
-            raise CurateError(f"{step.label}: {rows_in} rows read but {rows_out} kept + {rows_rejected} "
-                              "rejected; the stage lost rows (a bug, please report it)")
-        if step.parent is not None and rows_in != Dataset.open(step.parent.out_dir).count():
+        if rows_in != rows_kept + rows_rejected or rows_out != rows_kept + rows_added:
+            raise CurateError(f"{step.label}: {rows_in} rows read, {rows_kept} kept + {rows_rejected} rejected, "
+                              f"{rows_out} written with {rows_added} added; the stage lost rows (a bug, please "
+                              "report it)")
+        if step.parents and rows_in != sum(Dataset.open(d).count() for d in self.plan.input_dirs(step)):
             raise CurateError(f"{step.label}: read {rows_in} rows, its input has a different count")
+        if step.output == "rows_added":
+            self._check_added(step, kept)
         reasons = Counter()
         for shard in rejected:
             column = pq.read_table(step.rejected_dir / shard.file, columns=["reason"]).column("reason")
             reasons.update(column.to_pylist())
-        stats = {"rows_in": rows_in, "rows_out": rows_out, "rows_rejected": rows_rejected,
-                 "seconds": round(seconds, 3), "reasons": dict(reasons.most_common()),
+        stats = {"rows_in": rows_in, "rows_out": rows_out, "rows_kept": rows_kept, "rows_rejected": rows_rejected,
+                 "rows_added": rows_added, "seconds": round(seconds, 3), "reasons": dict(reasons.most_common()),
                  "ids_renamed": renamed}
-        parents = [step.parent.fingerprint] if step.parent else []
+        parents = [self.plan.step(p).fingerprint for p in step.parents]
         common = {"fingerprint": step.fingerprint, "parents": parents, "stage": step.label,
                   "config": {"stage": step.stage, **step.params}, "stats": stats}
+        report = step.out_dir / WORK / "report.json"
+        name = getattr(step.instance(), "report_file", None) if step.stage in REGISTRY else None
+        if report.is_file() and name:  # before the manifests: a finished step always has its report
+            shutil.copyfile(report, step.out_dir / name)
         write_manifest(step.rejected_dir, rejected, schema=None if rejected else REJECTED_COLUMNS, **common)
-        write_manifest(step.out_dir, kept, schema=schema, **common)
+        done = write_manifest(step.out_dir, kept, schema=schema, **common)
+        if step.kind != "ingest" and rows_out:
+            self._check_adds(step, done.schema)
         for leftover in (step.out_dir / WORK, step.out_dir / "_tasks"):
             shutil.rmtree(leftover, ignore_errors=True)
         (step.out_dir / "_pending.json").unlink(missing_ok=True)
-        log.info("%s: %d in, %d kept, %d rejected in %.1fs", step.label, rows_in, rows_out, rows_rejected,
-                 seconds)
+        log.info("%s: %d in, %d kept, %d rejected, %d added in %.1fs", step.label, rows_in, rows_kept,
+                 rows_rejected, rows_added, seconds)
         return stats
 
     @staticmethod
-    def _result(step: Step, status: str, stats: dict[str, Any]) -> StepResult:
+    def _check_added(step: Step, shards: list[ShardInfo]) -> None:
+        """Added rows name the row they come from, and every output id is unique."""
+        tables = [pq.read_table(step.out_dir / s.file, columns=["id", PARENT_ID]) for s in shards]
+        if not tables:
+            return
+        table = pa.concat_tables(tables)
+        ids = table.column("id").combine_chunks()
+        if pc.count_distinct(ids).as_py() != len(ids):
+            raise CurateError(f"{step.label}: the output repeats ids (a stage must give added rows new ids)")
+
+    @staticmethod
+    def _check_adds(step: Step, schema: pa.Schema) -> None:
+        """The declaration is the truth: every column a stage declares in `adds` is in its output."""
+        stage = step.instance()
+        missing = [c for c in stage.adds if c not in schema.names and c not in stage.uses]
+        if missing:
+            raise CurateError(f"stage '{stage.name}' declares `adds` {list(stage.adds)} but its output lacks "
+                              f"{missing} (a bug in the stage)")
+
+    def _stats(self, step: Step) -> dict[str, Any]:
+        if step.output == "artifacts":
+            return Artifacts.open(step.out_dir).stats
+        return Dataset.open(step.out_dir).stats
+
+    @staticmethod
+    def _result(step: Step, status: str, stats: dict[str, Any], metrics: dict[str, Any] | None = None) -> StepResult:
         return StepResult(step.label, step.stage, status, step.fingerprint, stats.get("rows_in", 0),
                           stats.get("rows_out", 0), stats.get("rows_rejected", 0), stats.get("seconds", 0.0),
-                          stats.get("reasons", {}))
+                          stats.get("reasons", {}), stats.get("rows_kept", stats.get("rows_out", 0)),
+                          stats.get("rows_added", 0), step.output, list(step.parents), metrics or {})
 
     def _run_json(self, results: list[StepResult], started: str, finished: bool) -> dict[str, Any]:
         import duckdb
@@ -297,8 +352,13 @@ class Runner:
             "config_fingerprint": fingerprint(canonical_json(resolved_config(self.config))),
             "versions": {"python": platform.python_version(), "pyarrow": pa.__version__,
                          "duckdb": duckdb.__version__, "pydantic": pydantic.__version__},
+            "graph": [s.describe(self.run_dir.root) for s in self.plan.samples + self.plan.steps],
             "steps": [asdict(r) for r in results],
         }
+
+
+def _short(ref: str) -> str:
+    return ref.removesuffix(".parquet")
 
 
 def run_pipeline(config: PipelineConfig, executor: Executor | None = None) -> list[StepResult]:

@@ -1,14 +1,16 @@
 """SQL over a run directory with DuckDB.
 
-Views: one per stage, named by its label (`ingest`, `heuristics`, `dedup`, ...); `<label>_all` (the
-stage's kept and dropped rows together, with a boolean `kept`: "what is in cluster 17" is one query);
-`final` (the last stage); `rejected` (every dropped row of every stage, columns unified by name);
-`target` (when the config has one); `manifest` (one row per stage: rows in/out/rejected, seconds,
-fingerprint).
+Views: one per step, named by its label (`ingest`, `dedup`, `mixture`, ...; an artifact step such as `finetune`
+shows the rows it was built from); `<label>_all` (a step's kept and dropped rows together, with a boolean `kept`:
+"what is in cluster 17" is one query); `final` (the last stage's rows); `rejected` (every dropped row of every
+step, columns unified by name); `target` (the target rows selection stages saw) and `heldout` (the held-out
+rows), when the run has them; `steps` (one row per step: stage, kind, output, parents, rows in / kept /
+rejected / added / out, seconds, fingerprint, status); `manifest` (the same counts, for older scripts).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -16,6 +18,7 @@ import pyarrow as pa
 
 from curate.dataset import Dataset
 from curate.rundir import RunDir
+from curate.summary import StepSummary, run_steps
 
 
 def _quote(name: str) -> str:
@@ -32,7 +35,8 @@ def _add_view(con: duckdb.DuckDBPyConnection, name: str, datasets: list[Dataset]
     if files:
         con.execute(f"CREATE OR REPLACE VIEW {_quote(name)} AS SELECT * FROM {_files_sql(files)}")
     else:  # an empty dataset still has its schema
-        con.register(name, datasets[0].schema.empty_table() if datasets else pa.table({}))
+        empty = datasets[0].schema.empty_table() if datasets else pa.table({"stage": pa.array([], pa.string())})
+        con.register(name, empty)
 
 
 def _add_all_view(con: duckdb.DuckDBPyConnection, name: str, kept: Dataset, rejected: Dataset | None) -> None:
@@ -45,18 +49,25 @@ def _add_all_view(con: duckdb.DuckDBPyConnection, name: str, kept: Dataset, reje
         con.register(name, kept.schema.append(pa.field("kept", pa.bool_())).empty_table())
 
 
-def _manifest_table(run: RunDir) -> pa.Table:
-    rows = []
-    for out in run.outputs():
-        manifest = Dataset.open(out.kept).manifest
-        stats = manifest.get("stats", {})
-        rows.append({
-            "index": out.index, "stage": out.label, "kind": manifest.get("config", {}).get("stage", out.label),
-            "rows_in": stats.get("rows_in"), "rows_out": manifest["rows"],
-            "rows_rejected": stats.get("rows_rejected"), "seconds": stats.get("seconds"),
-            "shards": len(manifest["shards"]), "fingerprint": manifest["fingerprint"],
-            "created": manifest["created"],
-        })
+def _steps_table(steps: list[StepSummary]) -> pa.Table:
+    rows = [{"index": s.index, "label": s.label, "stage": s.stage, "kind": s.kind, "output": s.output,
+             "parents": s.parents, "rows_in": s.rows_in, "rows_kept": s.rows_kept, "rows_rejected": s.rows_rejected,
+             "rows_added": s.rows_added, "rows_out": s.rows_out, "seconds": s.seconds, "status": s.status,
+             "fingerprint": s.fingerprint, "metrics": json.dumps(s.metrics) if s.metrics else None}
+            for s in steps]
+    schema = pa.schema([("index", pa.int64()), ("label", pa.string()), ("stage", pa.string()),
+                        ("kind", pa.string()), ("output", pa.string()), ("parents", pa.list_(pa.string())),
+                        ("rows_in", pa.int64()), ("rows_kept", pa.int64()), ("rows_rejected", pa.int64()),
+                        ("rows_added", pa.int64()), ("rows_out", pa.int64()), ("seconds", pa.float64()),
+                        ("status", pa.string()), ("fingerprint", pa.string()), ("metrics", pa.string())])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _manifest_table(steps: list[StepSummary]) -> pa.Table:
+    rows = [{"index": s.index, "stage": s.label, "kind": s.stage, "rows_in": s.rows_in, "rows_out": s.rows_out,
+             "rows_rejected": s.rows_rejected, "seconds": s.seconds,
+             "shards": len(Dataset.open(s.rows).shard_names) if s.rows and not s.artifacts else 0,
+             "fingerprint": s.fingerprint} for s in steps if not s.sample]
     return pa.Table.from_pylist(rows) if rows else pa.table({"index": pa.array([], pa.int64())})
 
 
@@ -64,21 +75,26 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the run's views."""
     run = RunDir.open(run_dir)
     con = duckdb.connect()
-    outputs = run.outputs()
-    for out in outputs:
-        kept = Dataset.open(out.kept)
-        _add_view(con, out.label, [kept])
-        rejected = Dataset.open(out.rejected) if Dataset.exists(out.rejected) else None
-        _add_all_view(con, f"{out.label}_all", kept, rejected)
-    if outputs:
-        _add_view(con, "final", [Dataset.open(outputs[-1].kept)])
-    rejected = [Dataset.open(o.rejected) for o in outputs if Dataset.exists(o.rejected)]
-    if Dataset.exists(run.target_rejected):
-        rejected.append(Dataset.open(run.target_rejected))
+    steps = run_steps(run_dir)
+    graph = [s for s in steps if not s.sample]
+    for step in graph:
+        if step.rows is None:
+            continue
+        kept = Dataset.open(step.rows)
+        _add_view(con, step.label, [kept])
+        if step.artifacts is None:
+            rejected = Dataset.open(step.rejected) if step.rejected else None
+            _add_all_view(con, f"{step.label}_all", kept, rejected)
+    rows_steps = [s for s in graph if s.rows is not None and s.artifacts is None]
+    if rows_steps:
+        _add_view(con, "final", [Dataset.open(rows_steps[-1].rows)])
+    rejected = [Dataset.open(s.rejected) for s in steps if s.rejected is not None]
     _add_view(con, "rejected", rejected)
-    if Dataset.exists(run.target):
-        _add_view(con, "target", [Dataset.open(run.target)])
-    con.register("manifest", _manifest_table(run))
+    for name, folder in (("target", run.target), ("heldout", run.heldout)):
+        if Dataset.exists(folder):
+            _add_view(con, name, [Dataset.open(folder)])
+    con.register("steps", _steps_table(steps))
+    con.register("manifest", _manifest_table(steps))
     return con
 
 

@@ -1,7 +1,9 @@
-"""The units of work that executors run: plain top-level functions with picklable arguments.
+"""The units of work that executors run: plain top-level functions whose arguments pickle.
 
-Each task that writes shards finishes by writing a receipt (`_tasks/<name>.json`) after its shards are
-in place; a task whose receipt exists is done, so an interrupted stage redoes only missing shards.
+Every task of a step gets the step's `StepTask` (a small named object) plus the unit it works on (a shard, an
+input file, an output bucket). A task that writes shards finishes by writing a receipt (`_tasks/<name>.json`)
+after its shards are in place; a task whose receipt exists is done, so an interrupted step redoes only the
+missing ones.
 """
 
 from __future__ import annotations
@@ -9,25 +11,63 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.dataset import Dataset, ShardInfo, ShardWriter, atomic_write_text, write_shard
+from curate.dataset import Dataset, ShardInfo, ShardWriter, atomic_write_text, conform, write_shard
+from curate.errors import CurateError
+from curate.inputs import StepInput
 from curate.io.ingest import ingest_unit
 from curate.io.sources import InputUnit
 from curate.progress import progress
-from curate.stages.base import REGISTRY, Decision, StageContext, apply_decision, ready_stage
+from curate.stages.base import (
+    PARENT_ID,
+    REGISTRY,
+    REPEAT,
+    Decision,
+    Stage,
+    StageContext,
+    apply_decision,
+    ready_stage,
+)
 
 RECEIPTS = "_tasks"
 WORK = "_work"
+POSITION = "_position"
+
+
+@dataclass(frozen=True)
+class StepTask:
+    """What every task of one step needs: the stage and its parameters, where its input is, where it writes."""
+
+    label: str
+    stage: str
+    params: dict[str, Any]
+    inputs: tuple[str, ...] = ()  # dataset folders of the input steps, in `from:` order
+    input_labels: tuple[str, ...] = ()
+    out_dir: str = ""
+    rejected_dir: str = ""
+    work_dir: str = ""  # decisions and output buckets of a global step
+    summary_dir: str = ""  # a global step's summaries (under scores/ when the stage keeps them)
+    prepared: dict[str, Any] = field(default_factory=dict)  # a global stage's `prepare` artifacts
+    key: str = ""  # progress bar
+
+    def input(self) -> StepInput:
+        return StepInput.open(self.inputs, self.input_labels)
+
+    def instance(self) -> Stage:
+        """The worker's set-up instance of the stage (models load once per process)."""
+        return ready_stage(self.stage, self.params, self.prepared)
 
 
 def _receipt_path(out_dir: str | Path, task: str) -> Path:
-    return Path(out_dir) / RECEIPTS / f"{task}.json"
+    return Path(out_dir) / RECEIPTS / f"{task.replace(':', '_')}.json"
 
 
 def read_receipt(out_dir: str | Path, task: str) -> dict[str, Any] | None:
@@ -40,8 +80,9 @@ def read_receipts(out_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
-def _write_receipt(out_dir: str | Path, task: str, kept: list[ShardInfo | None],
-                   rejected: list[ShardInfo | None], rows_in: int, seconds: float) -> dict[str, Any]:
+def _write_receipt(out_dir: str | Path, task: str, kept: list[ShardInfo | None], rejected: list[ShardInfo | None],
+                   rows_in: int, seconds: float, rows_kept: int | None = None, rows_added: int = 0,
+                   **extra: Any) -> dict[str, Any]:
     kept = [s for s in kept if s is not None]
     rejected = [s for s in rejected if s is not None]
     receipt = {
@@ -49,9 +90,11 @@ def _write_receipt(out_dir: str | Path, task: str, kept: list[ShardInfo | None],
         "kept": [asdict(s) for s in kept],
         "rejected": [asdict(s) for s in rejected],
         "rows_in": rows_in,
-        "rows_out": sum(s.rows for s in kept),
+        "rows_kept": sum(s.rows for s in kept) - rows_added if rows_kept is None else rows_kept,
+        "rows_added": rows_added,
         "rows_rejected": sum(s.rows for s in rejected),
         "seconds": round(seconds, 3),
+        **extra,
     }
     path = _receipt_path(out_dir, task)
     path.parent.mkdir(exist_ok=True)
@@ -59,100 +102,225 @@ def _write_receipt(out_dir: str | Path, task: str, kept: list[ShardInfo | None],
     return receipt
 
 
-def ingest_task(unit: InputUnit, out_dir: str, rejected_dir: str, shard_rows: int, stage: str,
-                key: str) -> dict[str, Any]:
-    task = f"unit-{unit.index:05d}"
-    if (done := read_receipt(out_dir, task)) is not None:
+def ingest_task(task: StepTask, unit: InputUnit, shard_rows: int) -> dict[str, Any]:
+    name = f"unit-{unit.index:05d}"
+    if (done := read_receipt(task.out_dir, name)) is not None:
         return done
     start = time.perf_counter()
-    kept, rejected, rows_read = ingest_unit(unit, out_dir, rejected_dir, shard_rows, stage, key)
-    return _write_receipt(out_dir, task, kept, rejected, rows_read, time.perf_counter() - start)
+    kept, rejected, rows_read = ingest_unit(unit, task.out_dir, task.rejected_dir, shard_rows, task.label, task.key)
+    return _write_receipt(task.out_dir, name, kept, rejected, rows_read, time.perf_counter() - start)
 
 
-def _split_shard(decided: Iterator[tuple[pa.Table, Decision]], label: str, shard: str, out_dir: str,
-                 rejected_dir: str, key: str) -> dict[str, Any]:
-    """Write the kept and the dropped rows of one shard, table by table, then the task's receipt."""
-    start, rows_in = time.perf_counter(), 0
-    with ShardWriter(out_dir, shard) as kept, ShardWriter(rejected_dir, shard) as rejected:
+def _with_parent_id(table: pa.Table) -> pa.Table:
+    return table if PARENT_ID in table.column_names else table.append_column(
+        PARENT_ID, pa.nulls(table.num_rows, pa.string()))
+
+
+def _split_shard(task: StepTask, stage: Stage, decided: Iterator[tuple[pa.Table, Decision]], ref: str,
+                 out_name: str) -> dict[str, Any]:
+    """Write one shard's kept rows (then its added rows) and its dropped rows, table by table, then the receipt."""
+    start, rows_in, rows_kept, rows_added = time.perf_counter(), 0, 0, 0
+    with ShardWriter(task.out_dir, out_name) as kept, ShardWriter(task.rejected_dir, out_name) as rejected:
         for table, decision in decided:
-            keep, drop = apply_decision(table, decision, label)
-            kept.write(keep)
-            rejected.write(drop)
+            stage.check_decision(decision)
+            applied = apply_decision(table, decision, task.label)
+            output = applied.kept
+            if stage.output == "rows_added":
+                output = _with_parent_id(output)
+                if applied.added.num_rows:
+                    extra = sorted(set(applied.added.column_names) - set(output.column_names))
+                    if extra:
+                        raise CurateError(f"stage '{stage.name}' added rows with columns {extra} its input lacks")
+                    output = pa.concat_tables([output, conform(applied.added, output.schema)])
+            kept.write(output)
+            rejected.write(applied.rejected)
             rows_in += table.num_rows
-            progress().advance(key, table.num_rows)
+            rows_kept += applied.kept_rows
+            rows_added += applied.added.num_rows
+            progress().advance(task.key, table.num_rows)
         infos = [kept.close()], [rejected.close()]
-    return _write_receipt(out_dir, shard, *infos, rows_in, time.perf_counter() - start)
+    return _write_receipt(task.out_dir, ref, *infos, rows_in, time.perf_counter() - start, rows_kept, rows_added)
 
 
-def map_task(name: str, params: dict[str, Any], label: str, in_dir: str, shard: str, out_dir: str,
-             rejected_dir: str, key: str) -> dict[str, Any]:
+def map_task(task: StepTask, ref: str) -> dict[str, Any]:
     """Run a map stage on one shard: kept rows keep the shard's name, dropped rows go to rejected."""
-    if (done := read_receipt(out_dir, shard)) is not None:
+    if (done := read_receipt(task.out_dir, ref)) is not None:
         return done
-    stage = ready_stage(name, params)
-    tables = Dataset.open(in_dir).iter_shard_batches(shard, batch_rows=stage.batch_rows)
-    return _split_shard(((t, stage.process(t)) for t in tables), label, shard, out_dir, rejected_dir, key)
+    stage = task.instance()
+    step_input = task.input()
+    reads = stage.reads(step_input.schema)
+
+    def decided() -> Iterator[tuple[pa.Table, Decision]]:
+        for table in step_input.iter_shard_batches(ref, batch_rows=stage.batch_rows):
+            yield table, stage.process(table.select(reads))  # the stage sees only what it declares
+
+    return _split_shard(task, stage, decided(), ref, step_input.output_name(ref))
 
 
-def prepare_task(name: str, params: dict[str, Any], label: str, in_dir: str, target_dir: str | None,
-                 models_dir: str, summary_dir: str) -> dict[str, Any]:
-    """A global stage's one-off preparation (e.g. training auxiliary models); its artifacts are stored
-    with the summaries, so a resumed or re-decided run does not prepare again."""
-    marker = Path(summary_dir) / "prepared.json"
+def prepare_task(task: StepTask, target_dir: str | None, heldout_dir: str | None, models_dir: str) -> dict[str, Any]:
+    """A global stage's one-off preparation (e.g. training auxiliary models); its artifacts are stored with the
+    summaries, so a resumed or re-decided run does not prepare again."""
+    marker = Path(task.summary_dir) / "prepared.json"
     if marker.is_file():
         return json.loads(marker.read_text())
-    stage = REGISTRY[name](params)
-    target = Dataset.open(target_dir) if target_dir else None
-    context = StageContext(input=Dataset.open(in_dir), target=target, models_dir=Path(models_dir), label=label)
-    prepared = stage.prepare(context)
+    stage = REGISTRY[task.stage](task.params)
+    prepared = stage.prepare(_context(task, target_dir, heldout_dir, models_dir))
     atomic_write_text(marker, json.dumps(prepared))
     return prepared
 
 
-def summarize_task(name: str, params: dict[str, Any], in_dir: str, shard: str, summary_dir: str,
-                   key: str, prepared: dict[str, Any] | None = None) -> str:
+def _context(task: StepTask, target_dir: str | None, heldout_dir: str | None, models_dir: str) -> StageContext:
+    return StageContext(input=task.input(), target=Dataset.open(target_dir) if target_dir else None,
+                        models_dir=Path(models_dir), label=task.label,
+                        heldout=Dataset.open(heldout_dir) if heldout_dir else None, input_labels=task.input_labels)
+
+
+def _summary_name(ref: str) -> str:
+    return f"summary-{ref.replace(':', '_')}"
+
+
+def summarize_task(task: StepTask, ref: str) -> str:
     """The map half of a global stage: the shard's summary (ids, signatures, scores)."""
-    target = f"summary-{shard}"
-    if (Path(summary_dir) / target).is_file():
+    target = _summary_name(ref)
+    if (Path(task.summary_dir) / target).is_file():
         return target
-    stage = ready_stage(name, params, prepared)
-    parent = Dataset.open(in_dir)
+    stage = task.instance()
+    step_input = task.input()
     pieces = []
-    for table in parent.iter_shard_batches(shard, list(stage.needs), batch_rows=stage.batch_rows):
+    for table in step_input.iter_shard_batches(ref, stage.reads(step_input.schema), batch_rows=stage.batch_rows):
         pieces.append(stage.summarize(table))
-        progress().advance(key, table.num_rows)
-    write_shard(summary_dir, target, pa.concat_tables(pieces))
+        progress().advance(task.key, table.num_rows)
+    write_shard(task.summary_dir, target, pa.concat_tables(pieces))
     return target
 
 
-def decide_task(name: str, params: dict[str, Any], in_dir: str, summary_dir: str, work_dir: str,
-                prepared: dict[str, Any] | None = None) -> None:
+def decide_task(task: StepTask) -> dict[str, Any]:
     """The global half: one decision over all summaries, stored per shard for the apply tasks."""
-    marker = Path(work_dir) / "_decided.json"
+    marker = Path(task.work_dir) / "_decided.json"
     if marker.is_file():
-        return
+        return json.loads(marker.read_text())
     # A fresh instance without setup(): deciding needs the summaries, not the stage's models.
-    stage = REGISTRY[name](params)
-    stage.prepared = dict(prepared or {})
-    parent = Dataset.open(in_dir)
-    summary = pa.concat_tables([pq.read_table(Path(summary_dir) / f"summary-{s}") for s in parent.shard_names])
-    decision = stage.decide(summary, parent).to_table(summary.num_rows)
-    for shard, offset in zip(parent.shards, parent.shard_offsets().values(), strict=True):
-        write_shard(work_dir, f"decision-{shard.file}", decision.slice(offset, shard.rows))
-    atomic_write_text(marker, json.dumps({"rows": summary.num_rows}))
+    stage = REGISTRY[task.stage](task.params)
+    stage.prepared = dict(task.prepared)
+    step_input = task.input()
+    summary = pa.concat_tables([pq.read_table(Path(task.summary_dir) / _summary_name(r))
+                                for r in step_input.shard_names])
+    decision = stage.decide(summary, step_input)
+    stage.check_decision(decision)
+    info: dict[str, Any] = {"rows": summary.num_rows}
+    if decision.positions is not None:
+        info.update(_check_positions(stage, decision, summary.num_rows))
+        schema = _placed_schema(stage, step_input.schema, decision)
+        atomic_write_text(Path(task.work_dir) / "output_schema.json",
+                          json.dumps({"arrow": schema.serialize().to_pybytes().hex()}))
+    if decision.report is not None:
+        atomic_write_text(Path(task.work_dir) / "report.json", json.dumps(decision.report, indent=1, default=str))
+    stored = decision.to_table(summary.num_rows)
+    sizes = step_input.shard_rows()
+    for ref, offset in step_input.shard_offsets().items():
+        rows = sizes[ref]
+        write_shard(task.work_dir, f"decision-{step_input.output_name(ref)}", stored.slice(offset, rows))
+    atomic_write_text(marker, json.dumps(info))
+    return info
 
 
-def apply_task(label: str, in_dir: str, shard: str, work_dir: str, out_dir: str, rejected_dir: str,
-               key: str) -> dict[str, Any]:
-    """Apply a stored global decision to one shard."""
-    if (done := read_receipt(out_dir, shard)) is not None:
+def _check_positions(stage: Stage, decision: Decision, rows: int) -> dict[str, Any]:
+    """Placed copies must fill output positions 0..n-1 exactly once, and dropped rows have none."""
+    flat = pc.list_flatten(decision.positions).to_numpy(zero_copy_only=False).astype(np.int64)
+    if not np.array_equal(np.sort(flat), np.arange(len(flat))):
+        raise CurateError(f"stage '{stage.name}': its output positions are not 0..{len(flat) - 1}, each once (a bug)")
+    counts = pc.list_value_length(decision.positions).to_numpy(zero_copy_only=False)
+    if decision.reason is not None:
+        dropped = pc.is_valid(decision.reason).to_numpy(zero_copy_only=False)
+        if (counts[dropped] > 0).any() or (counts[~dropped] == 0).any():
+            raise CurateError(f"stage '{stage.name}': a dropped row has output positions, or a kept row none (a bug)")
+    return {"output_rows": len(flat), "shard_rows": stage.ordered_shard_rows()}
+
+
+def _placed_schema(stage: Stage, schema: pa.Schema, decision: Decision) -> pa.Schema:
+    """The schema of every output shard of a placed decision: fixed at decide time, so that output bytes do not
+    depend on which rows a shard happens to hold."""
+    fields = {f.name: f for f in schema}
+    fields.update({name: pa.field(name, values.type) for name, values in decision.adds.items()})
+    fields[REPEAT] = pa.field(REPEAT, pa.int64())
+    fields.setdefault(PARENT_ID, pa.field(PARENT_ID, pa.string()))
+    keep = stage.output_columns(list(fields))
+    return pa.schema([fields[c] for c in (keep if keep is not None else fields)])
+
+
+def _placed_output_schema(task: StepTask) -> pa.Schema:
+    data = json.loads((Path(task.work_dir) / "output_schema.json").read_text())
+    return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(data["arrow"])))
+
+
+def _decided(step_input: StepInput, ref: str, decision: Decision) -> Iterator[tuple[pa.Table, Decision]]:
+    offset = 0
+    for table in step_input.iter_shard_batches(ref):
+        yield table, decision.slice(offset, table.num_rows)
+        offset += table.num_rows
+
+
+def apply_task(task: StepTask, ref: str) -> dict[str, Any]:
+    """Apply a stored global decision to one shard (placed decisions write output buckets; see `gather_task`)."""
+    if (done := read_receipt(task.out_dir, ref)) is not None:
         return done
-    decision = Decision.from_table(pq.read_table(Path(work_dir) / f"decision-{shard}"))
+    step_input = task.input()
+    out_name = step_input.output_name(ref)
+    decision = Decision.from_table(pq.read_table(Path(task.work_dir) / f"decision-{out_name}"))
+    stage = REGISTRY[task.stage](task.params)
+    if decision.positions is None:
+        return _split_shard(task, stage, _decided(step_input, ref, decision), ref, out_name)
+    return _scatter_shard(task, stage, _decided(step_input, ref, decision), ref, out_name)
 
-    def decided() -> Iterator[tuple[pa.Table, Decision]]:
-        offset = 0
-        for table in Dataset.open(in_dir).iter_shard_batches(shard):
-            yield table, decision.slice(offset, table.num_rows)
-            offset += table.num_rows
 
-    return _split_shard(decided(), label, shard, out_dir, rejected_dir, key)
+def _scatter_shard(task: StepTask, stage: Stage, decided: Iterator[tuple[pa.Table, Decision]], ref: str,
+                   out_name: str) -> dict[str, Any]:
+    """Placed rows go to the bucket files of the output shards they belong in; dropped rows to rejected."""
+    info = json.loads((Path(task.work_dir) / "_decided.json").read_text())
+    per_shard = info["shard_rows"]
+    schema = _placed_output_schema(task).append(pa.field(POSITION, pa.int64()))
+    start, rows_in, rows_kept, rows_added = time.perf_counter(), 0, 0, 0
+    pieces: list[pa.Table] = []
+    with ShardWriter(task.rejected_dir, out_name) as rejected:
+        for table, decision in decided:
+            applied = apply_decision(table, decision, task.label)
+            placed = [t for t in (applied.kept, applied.added) if t.num_rows]
+            pieces += [conform(t.select([c for c in schema.names if c in t.column_names]), schema) for t in placed]
+            rejected.write(applied.rejected)
+            rows_in += table.num_rows
+            rows_kept += applied.kept_rows
+            rows_added += applied.added.num_rows
+            progress().advance(task.key, table.num_rows)
+        buckets = []
+        if pieces:
+            rows = pa.concat_tables(pieces)
+            bucket = rows.column(POSITION).to_numpy() // per_shard
+            for b in np.unique(bucket).tolist():
+                name = f"bucket-{b:05d}-{out_name}"
+                write_shard(task.work_dir, name, rows.filter(pa.array(bucket == b)))
+                buckets.append(b)
+        done = rejected.close()
+    return _write_receipt(task.out_dir, ref, [], [done], rows_in, time.perf_counter() - start, rows_kept,
+                          rows_added, buckets=buckets)
+
+
+def gather_task(task: StepTask, bucket: int) -> dict[str, Any]:
+    """Write output shard `bucket` of a placed decision: its rows from every bucket file, in position order."""
+    name = f"gather-{bucket:05d}"
+    if (done := read_receipt(task.out_dir, name)) is not None:
+        return done
+    start = time.perf_counter()
+    schema = _placed_output_schema(task)
+    files = sorted(Path(task.work_dir).glob(f"bucket-{bucket:05d}-*.parquet"))
+    rows = pa.concat_tables([pq.read_table(f) for f in files])
+    rows = rows.take(pc.sort_indices(rows.column(POSITION))).drop_columns([POSITION])
+    with ShardWriter(task.out_dir, f"part-{bucket:05d}.parquet", schema) as writer:
+        writer.write(conform(rows, schema))
+        info = writer.close()
+    return _write_receipt(task.out_dir, name, [info], [], 0, time.perf_counter() - start, 0, 0)
+
+
+def build_task(task: StepTask, target_dir: str | None, heldout_dir: str | None) -> dict[str, Any]:
+    """Run an artifact stage's `build` into the step's folder; returns its metrics."""
+    stage = task.instance()
+    return stage.build(_context(task, target_dir, heldout_dir, task.out_dir), Path(task.out_dir))

@@ -31,6 +31,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from curate.config import load_config  # noqa: E402
 from curate.executors import is_transient  # noqa: E402
 from curate.runner import Runner, StepResult  # noqa: E402
+from curate.stages.base import Resources  # noqa: E402
 
 
 def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
@@ -51,8 +52,11 @@ class PrefectExecutor:
         return task(fn, name=fn.__name__, retries=self.retries, retry_delay_seconds=1,
                     retry_condition_fn=_retry_if_transient, cache_policy=NO_CACHE, persist_result=False)
 
-    def map(self, fn: Callable[..., Any], calls: Sequence[tuple], names: Sequence[str]) -> list[Any]:
+    def map(self, fn: Callable[..., Any], calls: Sequence[tuple], names: Sequence[str],
+            resources: Resources | None = None) -> list[Any]:
         runnable = self._task(fn)
+        if resources is not None:  # shown on the task runs in the UI; a Ray task runner places work by them
+            runnable = runnable.with_options(tags={f"cpus={resources.cpus:g}", f"gpus={resources.gpus:g}"})
         futures = [runnable.with_options(task_run_name=name).submit(*args)
                    for args, name in zip(calls, names, strict=True)]
         return [future.result() for future in futures]

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import torch
 
-IGNORE_INDEX = -100
+from .common import IGNORE_INDEX
+
+__all__ = ["IGNORE_INDEX", "sequence_nll", "token_nll", "token_nll_reference"]
 # what tl.dot takes; anything else (e.g. float64) stays on the reference
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .chunked_ce import IGNORE_INDEX
+from .common import IGNORE_INDEX
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -7,7 +7,16 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.stages.base import REGISTRY, Decision, MapStage, Params, register
+from curate.stages.base import (
+    REGISTRY,
+    Decision,
+    GlobalStage,
+    MapStage,
+    Params,
+    Resources,
+    StageContext,
+    register,
+)
 
 
 class SlowTagParams(Params):
@@ -60,3 +69,101 @@ class Flaky(MapStage):
 
 if Flaky.name not in REGISTRY:
     register(Flaky)
+
+
+class UndeclaredParams(Params):
+    declare: bool = False  # declare `length` in `adds` but write `other`
+
+
+class Undeclared(MapStage):
+    """Writes a column its declaration does not name (or declares one it never writes)."""
+
+    name = "test_undeclared"
+    Params = UndeclaredParams
+
+    def configure(self) -> None:
+        self.adds = ("length",) if self.params.declare else ()
+
+    def process(self, table: pa.Table) -> Decision:
+        return Decision(adds={} if self.params.declare else {"other": pc.utf8_length(table.column("text"))})
+
+
+if Undeclared.name not in REGISTRY:
+    register(Undeclared)
+
+
+class CopyRowsParams(Params):
+    reuse_ids: bool = False  # give the copies their parents' ids (a bug the runner must catch)
+
+
+class CopyRows(MapStage):
+    """A `rows_added` map stage: every row gets one upper-cased copy with its own id and a `parent_id`."""
+
+    name = "test_copy_rows"
+    Params = CopyRowsParams
+    output = "rows_added"
+    needs = ("id", "text")
+
+    def process(self, table: pa.Table) -> Decision:
+        ids = table.column("id")
+        new = ids if self.params.reuse_ids else pc.binary_join_element_wise(ids, pa.scalar("+upper"), "")
+        added = pa.table({"id": new, "text": pc.utf8_upper(table.column("text")), "parent_id": ids})
+        return Decision(added=added)
+
+
+if CopyRows.name not in REGISTRY:
+    register(CopyRows)
+
+
+SETUP_CALLS: list[int] = []
+
+
+class CountSetup(MapStage):
+    """Counts `setup` calls (class-wide), to show the runner sets a stage up once per worker process."""
+
+    name = "test_count_setup"
+    needs = ("text",)
+    resources = Resources(cpus=1, memory_gb=0.25)
+    batch_rows = 4
+
+    def setup(self) -> None:
+        SETUP_CALLS.append(1)
+        self.ready = True
+
+    def process(self, table: pa.Table) -> Decision:
+        assert self.ready  # no guard: the runner guarantees setup() ran
+        return Decision()
+
+
+if CountSetup.name not in REGISTRY:
+    register(CountSetup)
+
+
+class RecordTargetParams(Params):
+    out: str  # a JSON file: the ids of the target rows the stage was given
+
+
+class RecordTarget(GlobalStage):
+    """Passes every row; records which target rows it saw (to prove held-out rows never reach selection)."""
+
+    name = "test_record_target"
+    Params = RecordTargetParams
+    needs = ("id",)
+
+    def samples(self) -> tuple[str, ...]:
+        return ("target",)
+
+    def prepare(self, context: StageContext) -> dict:
+        import json
+        from pathlib import Path
+
+        ids = context.target.to_table(columns=["id"]).column("id").to_pylist()
+        Path(self.params.out).write_text(json.dumps({"target": ids, "heldout": context.heldout is not None}))
+        return {}
+
+    def decide(self, summary: pa.Table, rows) -> Decision:
+        return Decision()
+
+
+if RecordTarget.name not in REGISTRY:
+    register(RecordTarget)

@@ -13,13 +13,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.dataset import RollingWriter, ShardInfo, write_shard
+from curate.dataset import RollingWriter, ShardInfo, rejected_rows, write_shard
 from curate.errors import CurateError
 from curate.io.mapping import map_chunk, typed_sources
 from curate.io.readers import BadRecord, read_unit
 from curate.io.sources import InputUnit
 from curate.progress import progress
-from curate.stages.base import rejected_rows
 
 
 def _location(path: str, rows: list | np.ndarray, lines: list | np.ndarray | None) -> dict[str, pa.Array]:

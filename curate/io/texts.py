@@ -47,30 +47,40 @@ def _mapped_tables(units: list) -> Iterator[tuple[str, pa.Table, int]]:
             yield unit.path, kept, len(chunk.bad) + table.num_rows - kept.num_rows
 
 
-def read_texts(source: str | Path, field: str = "text", limit: int | None = None) -> list[str]:
-    """Non-empty values of `field` (or `prompt+response`, joined by a newline) of the first `limit` rows.
-    Rows that ingest would reject (malformed records, missing fields) are skipped with a warning."""
+def read_rows(source: str | Path, limit: int | None = None) -> pa.Table:
+    """The first `limit` rows of any input curate reads (or of a curate dataset folder), mapped as ingest maps
+    them. Rows that ingest would reject (malformed records, missing fields) are skipped with a warning."""
     from curate.config import InputSpec, PipelineConfig
+    from curate.dataset import conform, unify_schemas
     from curate.io.sources import units_for
 
     path = Path(source).expanduser()
     if Dataset.exists(path):
-        dataset = Dataset.open(path)
-        return _values(dataset.to_table().slice(0, limit), field, f"dataset {str(path)!r}")
+        return Dataset.open(path).to_table().slice(0, limit)
     spec = InputSpec(path=str(path))
     try:
         units = units_for(spec, "input", PipelineConfig(name="read", inputs=[spec], output="."))
     except ConfigError as error:
         raise CurateError(str(error).replace("input.path: ", "")) from None
-    texts: list[str] = []
+    tables: list[pa.Table] = []
     rows = skipped = 0
-    for where, table, bad in _mapped_tables(units):
+    for _, table, bad in _mapped_tables(units):
         skipped += bad
         table = table.slice(0, None if limit is None else limit - rows)
         rows += table.num_rows
-        texts += _values(table, field, where) if table.num_rows else []
+        if table.num_rows:
+            tables.append(table)
         if limit is not None and rows >= limit:
             break
     if skipped:
         log.warning("%s: skipped %d malformed or incomplete rows", path, skipped)
-    return texts
+    if not tables:
+        raise CurateError(f"{str(path)!r} holds no rows curate can read")
+    schema = unify_schemas([t.schema for t in tables])
+    return pa.concat_tables([conform(t, schema) for t in tables])
+
+
+def read_texts(source: str | Path, field: str = "text", limit: int | None = None) -> list[str]:
+    """Non-empty values of `field` (or `prompt+response`, joined by a newline) of the first `limit` rows (see
+    `read_rows`)."""
+    return _values(read_rows(source, limit), field, repr(str(source)))

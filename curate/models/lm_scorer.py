@@ -44,8 +44,6 @@ from curate.models.locate import named_model_identity
 
 log = logging.getLogger("curate")
 
-# Config fields of architectures whose logits are not lm_head(hidden): soft-capping or a scale.
-LOGIT_MODIFIERS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 VOCAB_TILE = 4096  # vocabulary rows per tile of the chunked loss
 # Scored positions per loss call: bounds the float32 tile (positions x VOCAB_TILE) at 64 MiB on CPU; the
@@ -107,40 +105,16 @@ class LMScorer:
         """("chunked", decoder, weight, bias) when logits == hidden @ W.T + b (checked), else ("logits", ...)."""
         import torch
 
-        model, config = self.model, self.model.config
-        for field in LOGIT_MODIFIERS:
-            value = getattr(config, field, None) or getattr(getattr(config, "text_config", None), field, None)
-            if value is not None and value != 1:
-                log.info("language model %r: %s=%s, scoring from the model's own logits", self.name, field, value)
-                return "logits", None, None, None
-        head = model.get_output_embeddings()
-        decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-        if decoder is None or decoder is model:
-            decoder = getattr(model, "base_model", None)
-        if not isinstance(head, torch.nn.Linear) or decoder is None or decoder is model:
-            log.info("language model %r: no plain LM head over a decoder body, scoring from the model's own "
-                     "logits", self.name)
+        from curate.models.lm_head import split_head
+
+        head = split_head(self.model, self.tokenizer, self.name, self.start_id, self.max_length)
+        if head.mode == "logits":
             return "logits", None, None, None
         weight, bias = head.weight, head.bias
-        # Probe: a short real text through both paths. Catches any architecture that changes the hidden
-        # state or the logits after the decoder body in a way the config does not show.
-        ids = self.tokenizer("The probe checks the head: 12 + 30 = 42.", add_special_tokens=False)["input_ids"]
-        ids = ([self.start_id] if self.start_id is not None else []) + ids
-        ids = torch.tensor([ids[: self.max_length]], device=self.device)
-        with torch.inference_mode():
-            mask = torch.ones_like(ids)
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
-            mine = hidden.float() @ weight.float().T + (0 if bias is None else bias.float())
-        tolerance = (1e-4 if weight.dtype == torch.float32 else 3e-2) * (1 + float(logits.abs().max()))
-        if mine.shape != logits.shape or float((mine - logits).abs().max()) > tolerance:
-            log.info("language model %r: lm_head(decoder output) does not reproduce the model's logits, "
-                     "scoring from the model's own logits", self.name)
-            return "logits", None, None, None
         if self.autocast:
             weight = weight.to(torch.bfloat16)  # the head matmul in bf16 too; logsumexp stays float32
             bias = None if bias is None else bias.to(torch.bfloat16)
-        return "chunked", decoder, weight, bias
+        return "chunked", head.decoder, weight, bias
 
     def identity(self) -> dict[str, Any]:
         """What identifies this scorer's numbers: the model (a local folder's content hash, or hub id +

@@ -30,7 +30,6 @@ from pydantic import Field
 
 from curate.errors import CurateError
 from curate.models.locate import hf_bars_off, load_named, model_source
-from curate.progress import progress
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -116,12 +115,9 @@ def pack(token_lists: Sequence[Sequence[int]], start: int, eos: int | None, seq_
 
 def lr_at(step: int, total: int, config: LMTrainConfig) -> float:
     """Linear warmup to `lr`, then cosine decay reaching `min_lr_ratio * lr` at the last step."""
-    warmup = min(config.warmup_steps, total)
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup - 1)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+    from curate.models.train_loop import lr_factor
+
+    return config.lr * lr_factor(step, total, config.warmup_steps, config.min_lr_ratio, "cosine")
 
 
 def _new_model(tokenizer: Any, config: LMTrainConfig) -> Any:
@@ -164,14 +160,29 @@ def _batches(n_chunks: int, batch_size: int, steps: int, items: int | None, seed
     return [order[i: i + batch_size] for i in range(0, needed, batch_size)]
 
 
-def _adamw(model: Any, config: LMTrainConfig) -> Any:
+def stream_batch(chunks: Any, index: np.ndarray, pad: int, device: str) -> Any:
+    """One micro-batch of token-stream chunks (rows of a packed stream, -1 = padding): every real token after the
+    first of its row is a target; documents in a row attend to each other (pretraining packing)."""
     import torch
 
-    # Weight decay on matrices only: decaying norms and biases pulls them towards 0 for no gain.
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    other = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=1e-8)
+    from curate.kernels.common import IGNORE_INDEX
+    from curate.models.train_loop import MicroBatch
+
+    batch = chunks[torch.from_numpy(index)]
+    mask = batch >= 0
+    ids = torch.where(mask, batch, torch.full_like(batch, pad))
+    targets = torch.full_like(batch, IGNORE_INDEX)
+    targets[:, :-1] = torch.where(mask[:, 1:], batch[:, 1:], torch.full_like(batch[:, 1:], IGNORE_INDEX))
+    return MicroBatch(ids.to(device), targets.to(device), attention_mask=mask.long().to(device),
+                      tokens=int(mask.sum()))
+
+
+def save_model(model: Any, tokenizer: Any, out: Path, context: int | None) -> None:
+    """The model and its tokenizer as a Hugging Face folder (`from_pretrained` loads it)."""
+    tokenizer.model_max_length = context or tokenizer.model_max_length
+    with hf_bars_off():
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
 
 
 def train_lm(texts: Sequence[str], out_dir: str | Path, config: LMTrainConfig = LMTrainConfig(),
@@ -182,11 +193,13 @@ def train_lm(texts: Sequence[str], out_dir: str | Path, config: LMTrainConfig = 
     From scratch: a byte-level BPE tokenizer on `texts`, a GPT-2 model of `config`'s size, `config.steps`
     optimizer steps. With `init` (an HF folder or hub id): its model and tokenizer; the architecture fields
     of `config` are ignored. `config.epochs`, when set, replaces `steps` by that many passes over the chunks.
+    Training runs through `curate.models.train_loop` (the fine-tuning stage's loop) on a packed token stream.
     """
     import torch
 
-    from curate.kernels.chunked_ce import IGNORE_INDEX
     from curate.models.embedder import resolve_device
+    from curate.models.lm_head import split_head
+    from curate.models.train_loop import LoopConfig, adamw, run_loop
 
     texts = [t for t in texts if t]
     if not texts:
@@ -217,44 +230,19 @@ def train_lm(texts: Sequence[str], out_dir: str | Path, config: LMTrainConfig = 
     batches = _batches(len(chunks), config.batch_size, config.steps, items, config.seed)
 
     model.to(device).train()
-    optimizer = _adamw(model, config)
+    optimizer = adamw(model, config.lr, config.weight_decay, (config.beta1, config.beta2))
     data = torch.from_numpy(chunks)
-    use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    losses: list[float] = []
-    every = max(1, len(batches) // 10)
+    pad = eos if eos is not None else start
     log.info("train_lm: %d texts, %d tokens, %d chunks of %d, %d steps on %s -> %s", len(texts),
              sum(map(len, token_lists)), len(chunks), config.seq_len, len(batches), device, out)
-    bar = f"train_lm:{out}"
-    progress().start(bar, f"train {out.parent.name}/{out.name}"[-24:], len(batches), unit="steps")
-    for step, index in enumerate(batches):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, len(batches), config)
-        batch = data[torch.from_numpy(index)]
-        mask = batch >= 0
-        ids = torch.where(mask, batch, torch.full_like(batch, eos if eos is not None else start)).to(device)
-        labels = torch.where(mask, batch, torch.full_like(batch, IGNORE_INDEX)).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(input_ids=ids, attention_mask=mask.long().to(device)).logits
-        # Next-token loss, mean over the real (non-padding) targets.
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                                 ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        progress().advance(bar, 1)
-        if (step + 1) % every == 0 or step + 1 == len(batches):
-            log.info("train_lm: step %d/%d loss %.4f lr %.2e", step + 1, len(batches), losses[-1],
-                     optimizer.param_groups[0]["lr"])
-
-    progress().finish(bar)
-    model.eval()
-    tokenizer.model_max_length = context or config.seq_len
-    with hf_bars_off():
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+    head = split_head(model, tokenizer, str(init or out), start)
+    loop = LoopConfig(steps=len(batches), lr=config.lr, warmup_steps=config.warmup_steps,
+                      min_lr_ratio=config.min_lr_ratio, grad_clip=config.grad_clip)
+    result = run_loop(head, lambda step: [stream_batch(data, batches[step], pad, device)], loop, optimizer,
+                      device=device, bar=f"train {out.parent.name}/{out.name}", total_tokens=int((chunks >= 0).sum()
+                      * len(batches) * config.batch_size / len(chunks)), select_scored=False)
+    losses = result.losses
+    save_model(model, tokenizer, out, context or config.seq_len)
     tail = losses[-max(1, len(losses) // 10):]
     info = {"config": config.model_dump(mode="json"), "init": None if init is None else str(init),
             "texts": len(texts), "tokens": int((chunks >= 0).sum()), "chunks": len(chunks),

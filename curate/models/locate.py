@@ -122,6 +122,20 @@ def hf_bars_off() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+@contextmanager
+def hf_quiet() -> Iterator[None]:
+    """transformers' warnings off (errors still shown): training packed rows without an attention mask is on
+    purpose (position ids keep examples apart), so its advice to pass one would only confuse."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def load_named(load: Callable[[], T], role: str, what: str, hint: str = "") -> T:
     """`load()` with transformers' bars off; any failure becomes a CurateError naming the model, then the cause."""
     try:

@@ -1,15 +1,22 @@
-"""The stage contract (DESIGN.md §3).
+"""The stage contract (docs/methods.md describes each stage's method; README "Writing a stage" its use).
 
-A stage declares what it reads (`needs`), what it writes (`adds`), what it uses (`resources`) and its
-parameters (a pydantic model). It never knows which engine runs it.
+A stage declares what it reads (`needs`: required columns; `uses`: columns read when present), what it
+writes (`adds`: new columns, or columns it replaces), what one worker uses (`resources`), its parameters (a
+pydantic model), how many inputs it takes (`inputs`) and what kind of output it has (`output`). It never knows
+which engine runs it. Declarations that depend on the parameters are set in `configure()`.
 
-- A `MapStage` looks at one table of rows at a time and returns a `Decision` about those rows.
-- A `GlobalStage` first `summarize`s each shard (a map step: ids, signatures, scores), then `decide`s
-  once over all summaries; the decision is applied shard by shard.
+Three kinds of stage:
+- a `MapStage` looks at one table of rows at a time and returns a `Decision` about those rows;
+- a `GlobalStage` first `summarize`s each shard (a map step: ids, signatures, scores), then `decide`s once
+  over all summaries; the decision is applied shard by shard;
+- an `ArtifactStage` reads its input and `build`s files (a model, metrics) instead of rows.
 
-A `Decision` keeps scoring and deciding apart from the bookkeeping: every stage drops rows the same way,
-with a reason, the deciding score and the original row, so `apply_decision` is the only place that
-splits rows into kept and rejected.
+Three kinds of output (`output`): `rows` (each input row is kept or dropped: rows in = kept + rejected),
+`rows_added` (also new rows, each with a new unique `id` and the `parent_id` it comes from, counted apart), and
+`artifacts` (files under the run's `models/<label>/` or `eval/<label>/`, with their own manifest).
+
+A `Decision` keeps scoring and deciding apart from the bookkeeping: every stage drops rows the same way, with
+a reason, the deciding score and the original row, so `apply_decision` is the only place that splits rows.
 """
 
 from __future__ import annotations
@@ -19,16 +26,18 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
+from curate.dataset import rejected_rows
 from curate.errors import CurateError
 
-REJECT_META = ("stage", "reason", "score")
+Output = Literal["rows", "rows_added", "artifacts"]
+PARENT_ID, REPEAT, PART = "parent_id", "repeat", "part"  # columns of added rows and multi-input steps
 
 
 @dataclass(frozen=True)
@@ -54,25 +63,35 @@ class Decision:
     `score`: the value that decided (float64), stored with dropped rows.
     `adds`: columns set on every row (new, or replacing a column of the same name).
     `details`: columns stored only with dropped rows (`duplicate_of`).
+    `added` (map stages with output `rows_added`): new rows, each with its own `id` and a `parent_id`.
+    `positions` (global stages with output `rows_added`): list<int64> per row, the output positions of the
+    row's copies (none for a dropped row). The output is written in position order; copies after the first
+    are added rows with the id `<id>#<k>` and a `parent_id`.
+    `report` (global stages): a JSON-able account of the decision, written as the stage's `report_file` in the
+    step's folder (a mixture's `mixture.json`).
     """
 
     reason: pa.Array | None = None
     score: pa.Array | None = None
     adds: dict[str, pa.Array] = field(default_factory=dict)
     details: dict[str, pa.Array] = field(default_factory=dict)
+    added: pa.Table | None = None
+    positions: pa.Array | None = None
+    report: dict[str, Any] | None = None
 
     def slice(self, offset: int, length: int) -> Decision:
         cut = lambda a: None if a is None else a.slice(offset, length)  # noqa: E731
-        return Decision(cut(self.reason), cut(self.score),
-                        {k: cut(v) for k, v in self.adds.items()},
-                        {k: cut(v) for k, v in self.details.items()})
+        return Decision(cut(self.reason), cut(self.score), {k: cut(v) for k, v in self.adds.items()},
+                        {k: cut(v) for k, v in self.details.items()}, None, cut(self.positions))
 
     def to_table(self, num_rows: int) -> pa.Table:
-        """Flatten for storage between the decide and apply steps."""
+        """Flatten for storage between the decide and apply steps (global stages, which add no `added` rows)."""
         columns = {
             "_reason": self.reason if self.reason is not None else pa.nulls(num_rows, pa.string()),
             "_score": self.score if self.score is not None else pa.nulls(num_rows, pa.float64()),
         }
+        if self.positions is not None:
+            columns["_positions"] = self.positions
         columns.update({f"add.{k}": v for k, v in self.adds.items()})
         columns.update({f"detail.{k}": v for k, v in self.details.items()})
         return pa.table(columns)
@@ -85,46 +104,68 @@ class Decision:
             score=get("_score"),
             adds={n[4:]: get(n) for n in table.column_names if n.startswith("add.")},
             details={n[7:]: get(n) for n in table.column_names if n.startswith("detail.")},
+            positions=get("_positions") if "_positions" in table.column_names else None,
         )
 
 
-def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+def set_column(table: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
     if name in table.column_names:
         return table.set_column(table.column_names.index(name), name, values)
     return table.append_column(name, values)
 
 
-def rejected_rows(rows: pa.Table, stage: str, reason: pa.Array, score: pa.Array | None = None,
-                  details: dict[str, pa.Array] | None = None) -> pa.Table:
-    """Dropped rows as stored: stage, reason, score and details first, then the row's own columns.
+class Applied(NamedTuple):
+    """A decision applied to a table: the rows kept (with their copies), the rows dropped, the rows added."""
 
-    A row column that shares a name with one of those keeps its value under `<name>_original`.
-    """
-    n = rows.num_rows
-    meta: dict[str, Any] = {
-        "stage": pa.array([stage] * n, pa.string()),
-        "reason": reason,
-        "score": pa.nulls(n, pa.float64()) if score is None else pc.cast(score, pa.float64()),
-    }
-    meta.update(details or {})
-    table = pa.table(meta)
-    for name, column in zip(rows.column_names, rows.columns, strict=True):
-        table = table.append_column(f"{name}_original" if name in meta else name, column)
-    return table
+    kept: pa.Table
+    rejected: pa.Table
+    added: pa.Table  # new rows (`Decision.added`) and copies after the first (`Decision.positions`)
+    kept_rows: int  # input rows kept (each counted once, however many copies it has)
 
 
-def apply_decision(table: pa.Table, decision: Decision, stage: str) -> tuple[pa.Table, pa.Table]:
-    """Split rows into (kept, rejected) by a decision, after setting its added columns."""
+def expand_copies(kept: pa.Table, positions: pa.Array) -> tuple[pa.Table, pa.Table]:
+    """(first copies, later copies) of kept rows placed at `positions`, each with `repeat` and a `_position`
+    column; later copies get the id `<id>#<k>` and `parent_id` = the row's `parent_id`, or its id."""
+    counts = pc.list_value_length(positions).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pc.list_flatten(positions).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.repeat(np.arange(kept.num_rows), counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    repeat = np.arange(len(rows)) - starts
+    table = kept.take(pa.array(rows, pa.int64()))
+    table = set_column(table, REPEAT, pa.array(repeat, pa.int64()))
+    table = set_column(table, "_position", pa.array(flat, pa.int64()))
+    if PARENT_ID not in table.column_names:
+        table = table.append_column(PARENT_ID, pa.nulls(table.num_rows, pa.string()))
+    first = table.filter(pa.array(repeat == 0))
+    later = table.filter(pa.array(repeat > 0))
+    ids = later.column("id").combine_chunks()
+    suffix = pc.binary_join_element_wise("#", pc.cast(later.column(REPEAT), pa.string()), "")
+    later = set_column(later, PARENT_ID, pc.coalesce(later.column(PARENT_ID), ids))
+    later = set_column(later, "id", pc.binary_join_element_wise(ids, suffix, ""))
+    return first, later
+
+
+def apply_decision(table: pa.Table, decision: Decision, stage: str) -> Applied:
+    """Split rows into kept, rejected and added by a decision, after setting its added columns."""
     for name, values in decision.adds.items():
-        table = _set_column(table, name, values)
+        table = set_column(table, name, values)
+    none = pa.table({})
+    added = decision.added if decision.added is not None else none
     if decision.reason is None or decision.reason.null_count == len(decision.reason):
-        return table, pa.table({})
-    keep = pc.is_null(decision.reason)
-    drop = pc.invert(keep)
-    pick = lambda a: None if a is None else a.filter(drop)  # noqa: E731
-    rejected = rejected_rows(table.filter(drop), stage, pick(decision.reason), pick(decision.score),
-                             {k: pick(v) for k, v in decision.details.items()})
-    return table.filter(keep), rejected
+        kept, rejected = table, none
+    else:
+        keep = pc.is_null(decision.reason)
+        drop = pc.invert(keep)
+        pick = lambda a: None if a is None else a.filter(drop)  # noqa: E731
+        rejected = rejected_rows(table.filter(drop), stage, pick(decision.reason), pick(decision.score),
+                                 {k: pick(v) for k, v in decision.details.items()})
+        kept = table.filter(keep)
+        if decision.positions is not None:
+            decision = Decision(positions=decision.positions.filter(keep))
+    kept_rows = kept.num_rows
+    if decision.positions is not None:
+        kept, added = expand_copies(kept, decision.positions)
+    return Applied(kept, rejected, added, kept_rows)
 
 
 class Rows(Protocol):
@@ -143,16 +184,37 @@ class TableRows:
         return self.table.select(list(columns)).take(pa.array(indices, pa.int64()))
 
 
+@dataclass(frozen=True)
+class StageContext:
+    """What `prepare` (global stages) and `build` (artifact stages) may use: the step's input, the run's
+    `target:` sample (its selection part) and `heldout:` rows, a folder of the step's own, its label."""
+
+    input: Any  # curate.inputs.StepInput (not imported here: it imports this module's users)
+    target: Any | None
+    models_dir: Path
+    label: str
+    heldout: Any | None = None
+    input_labels: tuple[str, ...] = ()
+
+
 class Stage:
-    """One step of a pipeline. Subclasses set the class attributes and implement MapStage/GlobalStage."""
+    """One step of a pipeline. Subclasses set the class attributes and implement MapStage/GlobalStage/ArtifactStage.
+
+    Declarations (class attributes; `configure()` may set them per instance from the parameters):
+    `needs` columns that must exist, `uses` columns read when present, `adds` columns written, `resources`,
+    `requires` (import names of optional packages), `inputs` ("one" or "many"), `output`.
+    """
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
-    needs: ClassVar[tuple[str, ...]] = ("id", "text")
-    adds: ClassVar[tuple[str, ...]] = ()
-    resources: ClassVar[Resources] = Resources()
-    requires: ClassVar[tuple[str, ...]] = ()  # import names of optional packages the stage uses
+    needs: tuple[str, ...] = ("id", "text")
+    uses: tuple[str, ...] = ()
+    adds: tuple[str, ...] = ()
+    resources: Resources = Resources()
+    requires: ClassVar[tuple[str, ...]] = ()
+    inputs: ClassVar[Literal["one", "many"]] = "one"
+    output: ClassVar[Output] = "rows"
     batch_rows: ClassVar[int] = 8192  # rows per table handed to `process` / `summarize`
 
     def __init__(self, params: Params | dict[str, Any] | None = None, /, **kwargs: Any):
@@ -163,17 +225,33 @@ class Stage:
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
         if missing:
             raise CurateError(f"stage '{self.name}' needs the package(s) {missing}; install them with pip")
+        self._setup_done = False
+        self._setup_lock = threading.Lock()
+        self.configure()
+
+    def configure(self) -> None:
+        """Set the declarations that depend on the parameters (`needs`, `uses`, `adds`, `resources`)."""
 
     def setup(self) -> None:
-        """Load models or tables; called once per worker before any rows (not per batch)."""
+        """Load models or tables: called once per worker before any rows (see `ensure_setup`)."""
+
+    def ensure_setup(self) -> None:
+        """Run `setup()` once for this instance, whoever asks first (the runner's workers, `__call__`)."""
+        if self._setup_done:
+            return
+        with self._setup_lock:
+            if not self._setup_done:
+                self.setup()
+                self._setup_done = True
 
     def config(self) -> dict[str, Any]:
         """The resolved parameters: part of the stage's fingerprint."""
         return self.params.model_dump(mode="json")
 
-    def requires_target(self) -> bool:
-        """True when the stage needs the config's `target:` sample (checked before any work)."""
-        return False
+    def samples(self) -> tuple[str, ...]:
+        """The run-level samples the stage reads (`target`, `heldout`): the config must have them (checked before
+        any work), and their fingerprints are part of the stage's."""
+        return ()
 
     def models(self) -> dict[str, str]:
         """The models the stage loads, by parameter key (`prior.model`): a name that can only be a path must be an
@@ -185,10 +263,44 @@ class Stage:
         so that a re-run redoes the stage when it changes. Cheap: called when a run is planned."""
         return {}
 
+    def graph_defaults(self, readers: Sequence[Any]) -> dict[str, Any]:
+        """Parameter values taken from the steps that read this one (their `StageSpec`s), for parameters the
+        config left unset; e.g. a mixture counts tokens with the tokenizer of the model trained on it."""
+        return {}
+
+    def check_inputs(self, labels: Sequence[str]) -> str | None:
+        """A problem with the input steps (`from:`) as `<key>: <what is wrong>`, or None."""
+        if self.inputs == "one" and len(labels) != 1:
+            return f"from: stage {self.name!r} takes one input step, got {len(labels)} ({', '.join(labels)})"
+        if self.inputs == "many" and len(labels) < 2:
+            return (f"from: stage {self.name!r} takes several input steps (a list of labels), got one "
+                    f"({', '.join(labels)})")
+        return None
+
     def check_input(self, schema: pa.Schema) -> None:
         missing = [c for c in self.needs if c not in schema.names]
         if missing:
             raise CurateError(f"stage '{self.name}' needs column(s) {missing}; its input has {schema.names}")
+
+    def reads(self, schema: pa.Schema) -> list[str]:
+        """The columns handed to `process` / `summarize`: `needs`, and `uses` where present."""
+        wanted = dict.fromkeys([*self.needs, *(c for c in self.uses if c in schema.names)])
+        return list(wanted)
+
+    def output_columns(self, columns: Sequence[str]) -> list[str] | None:
+        """The columns (of `columns`, the input's plus the written ones) that the output keeps, in order; None
+        keeps them all. Used where a decision places rows (`Decision.positions`)."""
+        return None
+
+    def check_decision(self, decision: Decision) -> None:
+        """The declaration is the truth: a stage writes only the columns it declares in `adds`, and only a
+        `rows_added` stage adds rows."""
+        undeclared = sorted(set(decision.adds) - set(self.adds))
+        if undeclared:
+            raise CurateError(f"stage '{self.name}' wrote column(s) {undeclared} that it does not declare in `adds` "
+                              f"{list(self.adds)} (a bug in the stage)")
+        if self.output != "rows_added" and (decision.added is not None or decision.positions is not None):
+            raise CurateError(f"stage '{self.name}' added rows but declares output {self.output!r}, not 'rows_added'")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config()})"
@@ -203,18 +315,11 @@ class MapStage(Stage):
         raise NotImplementedError
 
     def __call__(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
-        """Run on an in-memory table: returns (kept, rejected)."""
-        return apply_decision(table, self.process(table), self.name)
-
-
-@dataclass(frozen=True)
-class StageContext:
-    """What a global stage's `prepare` may use: its input, the run's target sample, a folder for models."""
-
-    input: Any  # curate.dataset.Dataset (not imported here: the dataset module imports this one's users)
-    target: Any | None
-    models_dir: Path
-    label: str
+        """Run on an in-memory table: returns (output rows, rejected rows)."""
+        self.ensure_setup()
+        decision = self.process(table.select(self.reads(table.schema)))
+        self.check_decision(decision)
+        return _output(apply_decision(table, decision, self.name))
 
 
 class GlobalStage(Stage):
@@ -224,10 +329,12 @@ class GlobalStage(Stage):
     and the target); the JSON-able artifacts it returns (model paths) reach every worker's instance as
     `self.prepared`. With `keep_summaries`, summaries (scores) are stored under the run's `scores/`, keyed
     by `summary_params()`: a new decision (another budget or threshold) re-uses them without re-scoring.
+    A stage whose decision places rows (`Decision.positions`) writes shards of `ordered_shard_rows()` rows.
     """
 
     kind = "global"
     keep_summaries: ClassVar[bool] = False
+    report_file: ClassVar[str | None] = None  # where a decision's `report` goes in the step's folder
 
     def __init__(self, params: Params | dict[str, Any] | None = None, /, **kwargs: Any):
         super().__init__(params, **kwargs)
@@ -250,11 +357,47 @@ class GlobalStage(Stage):
         without `setup()` (no models loaded): everything it needs is in the summaries, `rows` and `prepared`."""
         raise NotImplementedError
 
+    def ordered_shard_rows(self) -> int:
+        """Rows per output shard when the decision places rows (`Decision.positions`)."""
+        return 100_000
+
     def __call__(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
-        summaries = [self.summarize(table.slice(i, self.batch_rows))
+        self.ensure_setup()
+        reads = self.reads(table.schema)
+        summaries = [self.summarize(table.select(reads).slice(i, self.batch_rows))
                      for i in range(0, max(table.num_rows, 1), self.batch_rows)]
         decision = self.decide(pa.concat_tables(summaries), TableRows(table))
-        return apply_decision(table, decision, self.name)
+        self.check_decision(decision)
+        return _output(apply_decision(table, decision, self.name))
+
+
+class ArtifactStage(Stage):
+    """Reads its input and builds files (a model, metrics) under the run's `<artifact_root>/<label>/`.
+
+    `build(context, out_dir)` writes the files and returns the metrics (JSON-able) that the step's manifest
+    records beside the files' sha256. An interrupted build may resume from what it left in `out_dir`. The step
+    has no rows of its own: its SQL view is its input.
+    """
+
+    kind = "artifact"
+    output = "artifacts"
+    artifact_root: ClassVar[Literal["models", "eval"]] = "models"
+
+    def build(self, context: StageContext, out_dir: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def _output(applied: Applied) -> tuple[pa.Table, pa.Table]:
+    """(output rows, rejected rows) of an in-memory run: kept rows and added rows, in position order if placed."""
+    kept = applied.kept
+    if applied.added.num_rows:
+        from curate.dataset import conform, unify_schemas
+
+        schema = unify_schemas([kept.schema, applied.added.schema])
+        kept = pa.concat_tables([conform(kept, schema), conform(applied.added, schema)])
+    if "_position" in kept.column_names:
+        kept = kept.take(pc.sort_indices(kept.column("_position"))).drop_columns(["_position"])
+    return kept, applied.rejected
 
 
 # ---------------------------------------------------------------- registry and per-worker instances
@@ -287,6 +430,6 @@ def ready_stage(name: str, params: dict[str, Any], prepared: dict[str, Any] | No
             stage = REGISTRY[name](params)
             if isinstance(stage, GlobalStage):
                 stage.prepared = dict(prepared or {})
-            stage.setup()
             _ready[key] = stage
-        return stage
+    stage.ensure_setup()  # outside the registry lock: one stage's slow setup does not block the others
+    return stage

@@ -94,12 +94,11 @@ class ColorFilter(GlobalStage):
     adds = ("color_score",)
     keep_summaries = True
 
-    @property
-    def needs(self) -> tuple[str, ...]:  # type: ignore[override]
-        return needed_columns(self.params.part)
+    def configure(self) -> None:
+        self.needs = needed_columns(self.params.part)
 
-    def requires_target(self) -> bool:
-        return self.params.conditional.model is None
+    def samples(self) -> tuple[str, ...]:
+        return ("target",) if self.params.conditional.model is None else ()
 
     def summary_params(self) -> dict[str, Any]:
         p = self.params
@@ -141,8 +140,6 @@ class ColorFilter(GlobalStage):
                         "cond": LMScorer(self.prepared.get("conditional") or p.conditional.model, **options)}
 
     def summarize(self, table: pa.Table) -> pa.Table:
-        if not hasattr(self, "scorers"):
-            self.setup()
         columns: dict[str, Any] = {"id": table.column("id")}
         for prefix, scorer in self.scorers.items():
             columns.update(score_table(scorer, table, self.params.part, prefix))

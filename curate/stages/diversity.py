@@ -103,10 +103,9 @@ class KMeansDiversity(GlobalStage):
     Params = KMeansDiversityParams
     adds = ("cluster",)
 
-    @property
-    def needs(self) -> tuple[str, ...]:  # type: ignore[override]  # instance-level: adds the quality column
+    def configure(self) -> None:
         quality = self.params.quality
-        return ("id", EMBEDDING) + ((quality,) if quality and quality not in ("id", EMBEDDING) else ())
+        self.needs = ("id", EMBEDDING) + ((quality,) if quality and quality not in ("id", EMBEDDING) else ())
 
     def check_input(self, schema: pa.Schema) -> None:
         """The needed columns exist, embeddings are float lists and the quality column is numeric."""

@@ -79,16 +79,16 @@ def _wants_gpu(device: str) -> bool:
 class Embed(MapStage):
     name = "embed"
     Params = EmbedParams
-    needs = ("id", "text")  # per instance: ("id", column)
     adds = (EMBEDDING,)
-    # Per instance too: one GPU when the stage will use one, so Ray places one worker per GPU. With
-    # `device: auto` that is decided where the plan is built; name `cuda` to ask a cluster for a GPU.
-    resources = Resources(cpus=1, gpus=0, memory_gb=2.0)
+
+    def configure(self) -> None:
+        self.needs = ("id", self.params.column)
+        # One GPU when the stage will use one, so Ray places one worker per GPU. With `device: auto` that is
+        # decided where the plan is built; name `cuda` to ask a cluster for a GPU.
+        self.resources = Resources(cpus=1, gpus=1 if _wants_gpu(self.params.device) else 0, memory_gb=2.0)
 
     def __init__(self, params: Params | dict[str, Any] | None = None, /, **kwargs: Any):
         super().__init__(params, **kwargs)
-        self.needs = ("id", self.params.column)
-        self.resources = Resources(cpus=1, gpus=1 if _wants_gpu(self.params.device) else 0, memory_gb=2.0)
         self.embedder: Any = None
         self.cache: Any = None
         # texts seen; distinct texts found in the cache; distinct texts encoded (all texts without a cache)
@@ -119,14 +119,11 @@ class Embed(MapStage):
         from curate.models.embedder import load_embedder
         from curate.models.embedding_cache import EmbeddingCache
 
-        with self._state_lock:
-            if self.embedder is not None:
-                return
-            p = self.params
-            embedder = load_embedder(p.model, p.device, p.max_seq_length, p.revision, p.prompt, p.prompt_name)
-            if p.cache and embedder.cacheable:
-                self.cache = EmbeddingCache(embedder.namespace(), embedder.dim)
-            self.embedder = embedder
+        p = self.params
+        embedder = load_embedder(p.model, p.device, p.max_seq_length, p.revision, p.prompt, p.prompt_name)
+        if p.cache and embedder.cacheable:
+            self.cache = EmbeddingCache(embedder.namespace(), embedder.dim)
+        self.embedder = embedder
 
     # ------------------------------------------------------------ embedding
 
@@ -136,8 +133,7 @@ class Embed(MapStage):
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """L2-normalised float32 vectors (len(texts), d): cached ones looked up, the rest embedded once each."""
-        if self.embedder is None:
-            self.setup()
+        self.ensure_setup()  # a public entry point: notebooks and benchmarks call it directly
         dim = self.embedder.dim
         if not texts:
             return np.zeros((0, dim), np.float32)
@@ -170,8 +166,6 @@ class Embed(MapStage):
 
     def process(self, table: pa.Table) -> Decision:
         """Embed the rows' `column`; reject rows without a usable text (see the module doc)."""
-        if self.embedder is None:
-            self.setup()
         column = self.params.column
         values = table.column(column).combine_chunks() if table.num_rows else pa.array([], pa.string())
         if pa.types.is_null(values.type):

@@ -332,6 +332,7 @@ class Heuristics(MapStage):
     name = "heuristics"
     Params = HeuristicsParams
     needs = ("text",)
+    uses = ("response",)  # the repetition rules judge the response where a row has one
 
     def enabled_rules(self) -> list[tuple[Rule, float]]:
         """The rules that are on, in order, with their bounds."""

@@ -64,9 +64,10 @@ class Language(MapStage):
             scores[i] = probs[0] if len(probs) else 0.0
         return pa.array(codes, pa.string()), pa.array(np.clip(scores, 0.0, 1.0))
 
+    def configure(self) -> None:
+        self.needs = (self.params.column,)
+
     def process(self, table: pa.Table) -> Decision:
-        if not hasattr(self, "model"):
-            self.setup()
         codes, scores = self.identify(table.column(self.params.column).combine_chunks())
         reason = np.full(len(codes), None, dtype=object)
         if self.params.languages:

@@ -42,8 +42,10 @@ class Normalize(MapStage):
     name = "normalize"
     Params = NormalizeParams
     needs = ("text",)
-    adds = ()
-    requires = ()
+
+    def configure(self) -> None:
+        # rewrites each of `columns` that the data has
+        self.uses = self.adds = tuple(dict.fromkeys(["text", *self.params.columns]))
 
     def normalize(self, values: pa.Array) -> pa.Array:
         p = self.params

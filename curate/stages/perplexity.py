@@ -140,10 +140,10 @@ class Perplexity(GlobalStage):
     adds = ("ppl",)
     keep_summaries = True
 
-    @property
-    def needs(self) -> tuple[str, ...]:  # type: ignore[override]
+    def configure(self) -> None:
         group = (self.params.group_by,) if self.params.group_by else ()
-        return needed_columns(self.params.part) + group
+        self.needs = needed_columns(self.params.part) + group
+        self.adds = ("ppl", "ppl_bucket") if self.params.mode == "percentile_buckets" else ("ppl",)
 
     def summary_params(self) -> dict[str, Any]:
         p = self.params
@@ -175,8 +175,6 @@ class Perplexity(GlobalStage):
         self.scorer = LMScorer(model, device=p.device, max_length=p.max_length, token_budget=p.token_budget)
 
     def summarize(self, table: pa.Table) -> pa.Table:
-        if not hasattr(self, "scorer"):
-            self.setup()
         columns: dict[str, Any] = {"id": table.column("id")}
         columns.update(score_table(self.scorer, table, self.params.part, "lm"))
         if self.params.group_by:

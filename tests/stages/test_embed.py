@@ -50,7 +50,7 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
 def ready(monkeypatch: pytest.MonkeyPatch, **params) -> tuple[Embed, list[int]]:
     """A set-up CPU stage whose model records how many texts each encode call gets."""
     stage = Embed(device="cpu", **params)
-    stage.setup()
+    stage.ensure_setup()
     calls: list[int] = []
     original = stage.embedder.model.encode
 

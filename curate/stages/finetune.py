@@ -1,0 +1,55 @@
+"""`finetune`: train a causal LM on the step's input (a mixture, or any step) and measure held-out loss.
+
+An artifact stage: it writes a model, not rows, into the run's `models/<label>/` (a Hugging Face folder;
+with LoRA the adapter, and `merged/` with `lora.merge: true`), with `metrics.json` (training loss per step, the
+held-out loss curve) and a manifest listing every file with its sha256. Its parameters are
+`curate.models.finetune.FinetuneConfig`'s; the held-out rows are the run's `heldout:` (by default 30% split from
+the target), so the model is measured on rows no selection stage read. An interrupted step resumes from its last
+checkpoint (`save_every`). Its SQL view is its input: the rows it was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from curate.models.finetune import FinetuneConfig, finetune
+from curate.models.locate import named_model_identity
+from curate.stages.base import ArtifactStage, Params, Resources, StageContext, register
+
+TRAINING_COLUMNS = ("text", "prompt", "response", "messages")
+
+
+class FinetuneParams(FinetuneConfig, Params):
+    """The fine-tuning configuration (see `FinetuneConfig`) as stage parameters."""
+
+
+@register
+class Finetune(ArtifactStage):
+    name = "finetune"
+    Params = FinetuneParams
+    needs = ("id", "text")
+    uses = ("prompt", "response", "messages")
+
+    def configure(self) -> None:
+        device = self.params.device
+        self.resources = Resources(cpus=1, gpus=1 if device.startswith("cuda") else 0, memory_gb=4.0)
+
+    def samples(self) -> tuple[str, ...]:
+        return ("heldout",)
+
+    def models(self) -> dict[str, str]:
+        return {"model": self.params.model} if self.params.model else {}
+
+    def fingerprint_extra(self) -> dict[str, Any]:
+        return {"model": named_model_identity(self.params.model)} if self.params.model else {}
+
+    def build(self, context: StageContext, out_dir: Path) -> dict[str, Any]:
+        columns = [c for c in TRAINING_COLUMNS if c in context.input.schema.names]
+        rows = context.input.to_table(columns=columns).to_pylist()
+        heldout = None
+        if context.heldout is not None:
+            held_columns = [c for c in TRAINING_COLUMNS if c in context.heldout.schema.names]
+            heldout = context.heldout.to_table(columns=held_columns).to_pylist()
+        config = FinetuneConfig.model_validate(self.params.model_dump())
+        return finetune(rows, out_dir, config, heldout=heldout, name=context.label)

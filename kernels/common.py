@@ -1,0 +1,3 @@
+"""Constants every kernel and its reference share (this package imports nothing from `curate`)."""
+
+IGNORE_INDEX = -100  # a label that is not scored: no loss, no gradient (torch's cross-entropy default)
