@@ -76,11 +76,15 @@ class RichProgress(progress_api.Progress):
                 self.bars.stop_task(self.tasks[key])
 
 
+NOTE_METRICS = {"heldout_loss_initial": "held-out loss", "heldout_loss_final": "->", "steps": "steps"}
+
+
 def _note(s: StepSummary) -> str:
     """The last column of the step table: the top drop reason, or what an artifact step measured."""
     if s.output == "artifacts":
-        return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in s.metrics.items() if isinstance(v, (int, float, str)))[:200]
+        return " ".join(f"{name} {s.metrics[key]:.3f}" if isinstance(s.metrics[key], float) else
+                        f"{name} {s.metrics[key]}" for key, name in NOTE_METRICS.items()
+                        if s.metrics.get(key) is not None)
     return next((f"{r} ({n:,})" for r, n in s.reasons.items()), "")
 
 
@@ -99,7 +103,7 @@ def stage_table(summaries: Sequence[StepSummary], title: str = "stages") -> Tabl
         width = max([len(name)] + [len(r[i]) for r in rows])
         table.add_column(name, justify="left" if i in (0, len(names) - 1) else "right", no_wrap=True,
                          min_width=width)
-    table.add_column("top drop reason / metrics", overflow="ellipsis", no_wrap=True)
+    table.add_column("notes", overflow="ellipsis", no_wrap=True)  # top drop reason, or an artifact's metrics
     for row, s in zip(rows, summaries, strict=True):
         table.add_row(*row, _note(s))
     return table

@@ -1,7 +1,7 @@
 """The data contract: a directory of Parquet shards plus `_manifest.json`.
 
 A directory without a manifest is incomplete and never read as a finished result. Shards are written
-under a temporary name and renamed; the manifest is written last (see DESIGN.md §2).
+under a temporary name and renamed; the manifest is written last (README: "The run directory and the data contract").
 """
 
 from __future__ import annotations
@@ -123,6 +123,16 @@ def rejected_rows(rows: pa.Table, stage: str, reason: pa.Array, score: pa.Array 
     for name, column in zip(rows.column_names, rows.columns, strict=True):
         table = table.append_column(f"{name}_original" if name in meta else name, column)
     return table
+
+
+def projected(schema: pa.Schema, columns: Sequence[str] | None, what: str) -> pa.Schema:
+    """`schema` cut to `columns` (all when None); a DatasetError names `what` and the columns it has."""
+    if columns is None:
+        return schema
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise DatasetError(f"{what} has no column(s) {missing}; it has {schema.names}")
+    return pa.schema([schema.field(c) for c in columns])
 
 
 # ---------------------------------------------------------------- writing
@@ -328,12 +338,7 @@ class Dataset:
     # -- reading
 
     def _projected(self, columns: Sequence[str] | None) -> pa.Schema:
-        if columns is None:
-            return self.schema
-        missing = [c for c in columns if c not in self.schema.names]
-        if missing:
-            raise DatasetError(f"dataset {self.path} has no column(s) {missing}; it has {self.schema.names}")
-        return pa.schema([self.schema.field(c) for c in columns])
+        return projected(self.schema, columns, f"dataset {self.path}")
 
     def read_shard(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
         schema = self._projected(columns)

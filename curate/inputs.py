@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curate.dataset import Dataset, conform, unify_schemas
+from curate.dataset import Dataset, conform, projected, unify_schemas
 from curate.errors import DatasetError
 from curate.stages.base import PART
 
@@ -88,12 +88,7 @@ class StepInput:
     # -- reading
 
     def _projected(self, columns: Sequence[str] | None) -> pa.Schema:
-        if columns is None:
-            return self.schema
-        missing = [c for c in columns if c not in self.schema.names]
-        if missing:
-            raise DatasetError(f"input of {self.labels} has no column(s) {missing}; it has {self.schema.names}")
-        return pa.schema([self.schema.field(c) for c in columns])
+        return projected(self.schema, columns, f"the input of {', '.join(self.labels)}")
 
     def _finish(self, table: pa.Table, k: int, schema: pa.Schema) -> pa.Table:
         if self.multi and PART in schema.names:

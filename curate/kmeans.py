@@ -1,4 +1,4 @@
-"""k-means with FAISS (methods.md §0.4): a thin wrapper shared by `kmeans_diversity` and `semdedup`.
+"""k-means with FAISS (docs/methods.md §0.4): a thin wrapper shared by `kmeans_diversity` and `semdedup`.
 
 `kmeans(x, k, niter=25, nredo=1, seed=1234, spherical=False, init="kmeans++",
 max_points_per_centroid=256)` trains centroids with `faiss.Kmeans` and assigns every row to its

@@ -1,4 +1,4 @@
-"""The run directory layout (DESIGN.md §2).
+"""The run directory layout (README: "The run directory and the data contract").
 
 runs/<name>/
   config.yaml           the resolved config, frozen

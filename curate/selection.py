@@ -1,4 +1,4 @@
-"""Selection primitives shared by the selection methods (methods.md §0.3, §4.4, §4.5).
+"""Selection primitives shared by the selection methods (docs/methods.md §0.3, §4.4, §4.5).
 
 - `top_k(scores, k)`: the k largest scores, ties broken by lower index, so runs repeat exactly.
 - `gumbel_top_k(log_w, k, rng)`: k draws without replacement with probability ∝ exp(log_w)
@@ -139,7 +139,7 @@ def _water_fill(sizes: np.ndarray, budget: int) -> np.ndarray:
 
 def allocate_quotas(sizes: np.ndarray, budget: int, mode: QuotaMode = "equal",
                     redistribute: bool = False) -> np.ndarray:
-    """Per-cluster quotas for a total budget (methods.md §4.4); never more than a cluster's size.
+    """Per-cluster quotas for a total budget (docs/methods.md §4.4); never more than a cluster's size.
 
     - equal: `min(floor(B/K), |C_j|)`; proportional: `floor(B·|C_j|/N)` (N = sum of sizes).
     - redistribute=False (the repo): whatever small clusters or rounding leave unused is lost, so the

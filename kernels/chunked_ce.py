@@ -1,4 +1,4 @@
-"""Fused chunked cross-entropy: per-token NLL of the LM head without full-vocabulary logits (methods.md §0.2).
+"""Fused chunked cross-entropy: per-token NLL of the LM head without full-vocabulary logits (docs/methods.md §0.2).
 
 `token_nll(hidden, weight, labels, bias=None, chunk_size=4096)` takes the last hidden states of the
 scored positions (N, H), the LM head weight (V, H) (and bias (V,)), and the next-token labels (N,), and

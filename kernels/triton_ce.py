@@ -1,4 +1,4 @@
-"""Triton kernel for the fused chunked cross-entropy (methods.md §0.2): per-token NLL without full logits.
+"""Triton kernel for the fused chunked cross-entropy (docs/methods.md §0.2): per-token NLL without full logits.
 
 `token_nll_triton(hidden, weight, labels, bias=None, chunk_size=4096)` has the semantics of
 `chunked_ce.token_nll_reference`: float32 `logsumexp_v(h·w_v + b_v) - (h·w_label + b_label)` per token,

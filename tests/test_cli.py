@@ -34,6 +34,15 @@ def demo_run(tmp_path_factory) -> Path:
     return folder / "run"
 
 
+def test_the_demo_gives_the_outputs_it_gave_before_the_graph(demo_run):
+    """tests/data/recipe_outputs.json: the demo's rows kept and dropped (ids, reasons) and columns per step, as the
+    chain runner wrote them before the plan became a graph."""
+    from tests.recipe_digest import digest
+
+    recorded = json.loads((Path(__file__).parent / "data" / "recipe_outputs.json").read_text())["demo"]
+    assert digest(demo_run) == recorded
+
+
 def stored_reasons(run: Path) -> Counter:
     counts: Counter = Counter()
     for folder in (run / "rejected").iterdir():
@@ -143,3 +152,19 @@ def test_train_lm_command(tmp_path):
     assert bad.returncode == 2 and "must be a multiple of n_head" in bad.stdout
     missing = curate("train-lm", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "y"), cwd=tmp_path, check=False)
     assert missing.returncode == 2 and "nope.jsonl" in missing.stdout
+
+
+def test_finetune_command_trains_measures_and_rejects_bad_options(tmp_path):
+    data = Path(__file__).parent / "data" / "finetune_gsm8k.jsonl"
+    result = curate("finetune", str(data), "-o", str(tmp_path / "ft"), "--scratch", "--limit", "120",
+                    "--heldout-fraction", "0.25", "--max-length", "128", "--batch-size", "8", "--lr", "0.003",
+                    "--epochs", "2", cwd=tmp_path)
+    assert "held-out loss" in result.stdout
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert metrics["heldout_examples"] == 30 and metrics["examples"] + metrics["examples_skipped"] == 90
+    assert metrics["heldout_loss_final"] < metrics["heldout_loss_initial"] - 1.0
+    bad = curate("finetune", str(data), "-o", str(tmp_path / "x"), "--model", str(tmp_path / "ft"),
+                 "--method", "qlora", "--epochs", "1", "--steps", "2", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "--method" in bad.stdout and "`epochs` or `steps`, not both" in bad.stdout
+    missing = curate("finetune", str(data), "-o", str(tmp_path / "y"), cwd=tmp_path, check=False)
+    assert missing.returncode == 2 and "give `model`" in missing.stdout

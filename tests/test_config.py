@@ -37,7 +37,8 @@ def test_unknown_stage_lists_allowed_names(base, tmp_path):
 def test_unknown_and_bad_params_name_key_value_and_allowed(base, tmp_path):
     got = problems({**base, "stages": [{"language": {"min_confidense": 0.5}},
                                        {"language": {"min_confidence": 2}}]}, tmp_path)
-    assert got[0].startswith("stages[0].language.min_confidense: unknown key; allowed: label, from, languages, min_confidence")
+    assert got[0].startswith("stages[0].language.min_confidense: unknown key; allowed: label, from, languages, "
+                             "min_confidence")
     assert got[1].startswith("stages[1].language.min_confidence:") and "(got 2)" in got[1]
 
 

@@ -1,4 +1,4 @@
-"""Selection primitives (methods.md §0.3, §4.4, §4.5): exact tie-breaking, sampling distributions, quotas."""
+"""Selection primitives (docs/methods.md §0.3, §4.4, §4.5): exact tie-breaking, sampling distributions, quotas."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LSH banding, optional verification and clustering of MinHash signatures (methods.md §7.2).
+"""LSH banding, optional verification and clustering of MinHash signatures (docs/methods.md §7.2).
 
 - Banding: rows whose band values are identical fall in one bucket (exact grouping: sorted by a 64-bit
   key, with a byte-wise fallback if two different bands share a key). Each bucket is star-connected to its

@@ -1,4 +1,4 @@
-"""MinHash signatures for near-dedup (methods.md §7.2), vectorised over whole Arrow columns.
+"""MinHash signatures for near-dedup (docs/methods.md §7.2), vectorised over whole Arrow columns.
 
 - Shingles: DataTrove-style normalisation (lowercase, numbers -> 0, punctuation -> space, diacritics
   stripped, white space collapsed) done with Arrow compute on the distinct tokens (`curate.dedup.tokens`),

@@ -1,4 +1,4 @@
-"""Per-row negative log-likelihood under a causal LM (methods.md §0.1-0.2): mean, sum and count of the
+"""Per-row negative log-likelihood under a causal LM (docs/methods.md §0.1-0.2): mean, sum and count of the
 NLL over each row's scored positions.
 
 What is scored:

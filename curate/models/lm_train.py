@@ -1,6 +1,6 @@
 """Small causal LMs trained here, without downloads: a byte-level BPE tokenizer and a GPT-2 style model.
 
-Used for the auxiliary models of CoLoR-Filter (methods.md §1.3: a prior trained from scratch, and a
+Used for the auxiliary models of CoLoR-Filter (docs/methods.md §1.3: a prior trained from scratch, and a
 conditional model = the prior fine-tuned for one epoch on the target with a fresh optimizer) and for the
 perplexity stage's reference model.
 

@@ -1,4 +1,4 @@
-"""`color_filter`: CoLoR-Filter, conditional loss reduction (methods.md §1).
+"""`color_filter`: CoLoR-Filter, conditional loss reduction (docs/methods.md §1).
 
 Two auxiliary LMs score every row:
 - the prior: `prior.model`, or a small LM trained from scratch (`prior.lm`) on a seeded random sample

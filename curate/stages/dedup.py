@@ -1,4 +1,4 @@
-"""`dedup`: exact and MinHash-LSH near-duplicate removal (global stage, methods.md §7.2).
+"""`dedup`: exact and MinHash-LSH near-duplicate removal (global stage, docs/methods.md §7.2).
 
 - exact (`exact: true`): texts equal after collapsing white space; the first row in dataset order is kept,
   the others are dropped with reason `exact_duplicate` (score 1.0).

@@ -1,4 +1,4 @@
-"""Stage `kmeans_diversity`: kMQ, k-means clustering + quality-weighted sampling per cluster (methods.md §4.4).
+"""Stage `kmeans_diversity`: kMQ, k-means clustering + quality-weighted sampling per cluster (docs/methods.md §4.4).
 
 Method (global stage):
 1. FAISS k-means on the `embedding` column (`clusters` K, clamped to the number of rows with an

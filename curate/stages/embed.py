@@ -5,7 +5,7 @@ from a sentence-transformers model. Parameters:
 
 | param            | default   | meaning |
 |------------------|-----------|---------|
-| `column`         | `text`    | the column to embed; `prompt` for instruction data (methods.md §4.2: user turns) |
+| `column`         | `text`    | the column to embed; `prompt` for instruction data (docs/methods.md §4.2: user turns) |
 | `model`          | `default` | `default` = the packaged all-MiniLM-L6-v2 (offline), a local folder, or a hub id |
 | `revision`       | null      | a hub id's branch, tag or commit |
 | `batch_size`     | 64        | texts per forward pass; each table's texts are sorted by length first |

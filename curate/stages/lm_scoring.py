@@ -1,7 +1,7 @@
 """Shared parts of the stages that score rows with causal LMs (`perplexity`, `color_filter`).
 
 - What to score: `text` (every token), or `response` (the response tokens given the prompt, for instruction
-  data; methods.md §0.1).
+  data; docs/methods.md §0.1).
 - A random sample of the stage's input, drawn by row position with a seed, to train an auxiliary model.
 - The summary columns every LM scorer stores: mean NLL, summed NLL and scored tokens per row, under a prefix.
 """

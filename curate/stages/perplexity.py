@@ -1,4 +1,4 @@
-"""`perplexity`: score rows with a causal LM and keep them by perplexity (methods.md §6.3-6.5).
+"""`perplexity`: score rows with a causal LM and keep them by perplexity (docs/methods.md §6.3-6.5).
 
 Scorer: `model` (a local folder or hub id), or `reference: {...}` to train a small reference LM on a random
 split of the input first, as "Perplexed by Perplexity" does (§6.4; `reference.holdout: true` drops the

@@ -1,4 +1,4 @@
-"""Stage `semdedup`: SemDeDup, semantic near-duplicate removal inside k-means clusters (methods.md §7.1).
+"""Stage `semdedup`: SemDeDup, semantic near-duplicate removal inside k-means clusters (docs/methods.md §7.1).
 
 Method (global stage):
 1. L2-normalise the `embedding` column and cluster it with spherical FAISS k-means (`clusters` K,

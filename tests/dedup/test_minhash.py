@@ -1,4 +1,4 @@
-"""MinHash signatures: exact arithmetic mod 2^61 - 1, methods.md §7.2 known answers, normalisation."""
+"""MinHash signatures: exact arithmetic mod 2^61 - 1, docs/methods.md §7.2 known answers, normalisation."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def _sets_with_jaccard(intersection: int, union: int, rng: np.random.Generator):
 
 @pytest.mark.parametrize(("inter", "low", "high"), [(90, 198, 200), (30, 0, 2)])
 def test_known_answer_collisions_over_200_seeds(inter, low, high):
-    """methods.md §7.2: 14x8 bands, Jaccard 0.9 collides in >= 99% of 200 seeds, 0.3 in <= 1%."""
+    """docs/methods.md §7.2: 14x8 bands, Jaccard 0.9 collides in >= 99% of 200 seeds, 0.3 in <= 1%."""
     hashes, docs = _sets_with_jaccard(inter, 100, np.random.default_rng(11))
     collided, estimates = 0, []
     for seed in range(200):

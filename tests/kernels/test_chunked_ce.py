@@ -1,4 +1,4 @@
-"""Fused chunked cross-entropy (methods.md §0.2): the torch reference against `F.cross_entropy`, the Triton
+"""Fused chunked cross-entropy (docs/methods.md §0.2): the torch reference against `F.cross_entropy`, the Triton
 kernel against the reference (on CPU under Triton's interpreter, on CUDA when present), memory, `sequence_nll`.
 
 Triton's interpreter is chosen when `@triton.jit` runs (at import of `kernels.triton_ce`, from
@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from curate.kernels.chunked_ce import IGNORE_INDEX, sequence_nll, token_nll, token_nll_reference
 
+from tests.kernels.head_inputs import head_inputs
+
 REPO = Path(__file__).resolve().parents[2]
 # glibc serves large blocks by mmap and unmaps them when freed, unless its threshold has adapted upwards after
 # a free (then freed tiles linger in the heap and the peak RSS sometimes counts two): a fixed threshold keeps
@@ -44,14 +46,8 @@ UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32
 def make_inputs(n: int, h: int, v: int, dtype: torch.dtype = torch.float32, bias: bool = True,
                 ignore_frac: float = 0.2, seed: int = 0) -> dict[str, Any]:
     """Random LM-head inputs with logits of a realistic spread (std ~2) and a fraction of ignored labels."""
-    g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(n, h, generator=g)
-    weight = torch.randn(v, h, generator=g) * (2.0 / h**0.5)
-    labels = torch.randint(0, v, (n,), generator=g)
-    labels[torch.rand(n, generator=g) < ignore_frac] = IGNORE_INDEX
-    b = torch.randn(v, generator=g) if bias else None
-    return {"hidden": hidden.to(dtype), "weight": weight.to(dtype), "labels": labels,
-            "bias": None if b is None else b.to(dtype)}
+    x = head_inputs(n, h, v, bias, ignore_frac, seed)
+    return {k: t if t is None or k == "labels" else t.to(dtype) for k, t in x.items()}
 
 
 def full_ce(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
@@ -302,7 +298,8 @@ def test_triton_gpu_memory_is_not_vocab_sized() -> None:
 
 def _run_script(args: list[str], env: dict[str, str], timeout: int) -> dict[str, Any]:
     """Runs this file as a script in a fresh interpreter with `env` added; returns the JSON on its last line."""
-    proc = subprocess.run([sys.executable, __file__, *args], cwd=REPO, env={**os.environ, **env},
+    paths = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # `tests` imports as a package
+    proc = subprocess.run([sys.executable, __file__, *args], cwd=REPO, env={**os.environ, **env, "PYTHONPATH": paths},
                           capture_output=True, text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

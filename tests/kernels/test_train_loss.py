@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from curate.kernels.common import IGNORE_INDEX
 from curate.kernels.train_loss import chunk_rows, token_loss_sum, token_loss_sum_reference
 
+from tests.kernels.head_inputs import head_inputs
+
 H, V = 32, 1000
 ROWS = 16
 CHUNKED = ROWS * V  # tile_elements for 16-row chunks at vocab V
@@ -36,18 +38,13 @@ def one_thread():
 def make_inputs(n: int, h: int = H, v: int = V, bias: bool = True, ignore_frac: float = 0.25, seed: int = 0,
                 dtype: torch.dtype = torch.float32, device: str = "cpu") -> dict[str, torch.Tensor | None]:
     """Leaf tensors that require grad, logits of a realistic spread (std ~2), a fraction of ignored labels."""
-    g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(n, h, generator=g)
-    weight = torch.randn(v, h, generator=g) * (2.0 / h**0.5)
-    labels = torch.randint(0, v, (n,), generator=g)
-    labels[torch.rand(n, generator=g) < ignore_frac] = IGNORE_INDEX
-    b = torch.randn(v, generator=g) if bias else None
+    x = head_inputs(n, h, v, bias, ignore_frac, seed)
 
     def leaf(t: torch.Tensor) -> torch.Tensor:
         return t.to(device=device, dtype=dtype).requires_grad_()
 
-    return {"hidden": leaf(hidden), "weight": leaf(weight), "labels": labels.to(device),
-            "bias": None if b is None else leaf(b)}
+    return {"hidden": leaf(x["hidden"]), "weight": leaf(x["weight"]), "labels": x["labels"].to(device),
+            "bias": None if x["bias"] is None else leaf(x["bias"])}
 
 
 def detached_copy(x: dict[str, torch.Tensor | None], dtype: torch.dtype | None = None,

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from curate.kernels.common import IGNORE_INDEX
+
 from curate.models.finetune import FinetuneConfig, _micro_batches, finetune
 from curate.models.lm_head import split_head
 from curate.models.lm_train import LMTrainConfig, load_causal_lm, start_token_id, train_lm
@@ -170,7 +170,7 @@ def test_gradient_accumulation_gives_the_same_gradients(base):
     found = {}
     for parts in (1, 4):
         model.zero_grad()
-        loss, tokens, scored = backward_step(head, _micro_batches(examples, rows, parts, 0, "cpu"), True, False)
+        loss, tokens, _ = backward_step(head, _micro_batches(examples, rows, parts, 0, "cpu"), True, False)
         found[parts] = (loss, tokens, torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert found[1][:2] == pytest.approx(found[4][:2], rel=1e-6)
     torch.testing.assert_close(found[1][2], found[4][2], atol=1e-7, rtol=1e-5)

@@ -130,7 +130,7 @@ def test_results_do_not_depend_on_budget_or_order(model_dir, texts, pairs):
 def test_uniform_model_has_perplexity_equal_to_the_vocabulary(tmp_path, model_dir, texts):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # Zero LM head: every logit is 0, so p = 1/V for every token and NLL = log V exactly (methods.md §6.5).
+    # Zero LM head: every logit is 0, so p = 1/V for every token and NLL = log V exactly (docs/methods.md §6.5).
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     with torch.no_grad():
         model.get_output_embeddings().weight.zero_()

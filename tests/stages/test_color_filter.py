@@ -1,4 +1,4 @@
-"""CoLoR-Filter (methods.md §1.9): the unigram known answer, two synthetic languages, and real data."""
+"""CoLoR-Filter (docs/methods.md §1.9): the unigram known answer, two synthetic languages, and real data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Perplexity decisions on known inputs (methods.md §6.5), without a model."""
+"""Perplexity decisions on known inputs (docs/methods.md §6.5), without a model."""
 
 from __future__ import annotations
 
