@@ -123,7 +123,7 @@ def _split_shard(task: StepTask, stage: Stage, decided: Iterator[tuple[pa.Table,
     with ShardWriter(task.out_dir, out_name) as kept, ShardWriter(task.rejected_dir, out_name) as rejected:
         for table, decision in decided:
             stage.check_decision(decision)
-            applied = apply_decision(table, decision, task.label)
+            applied = apply_decision(table, decision, task.label, stage.rejected_reference)
             output = applied.kept
             if stage.output == "rows_added":
                 output = _with_parent_id(output)
@@ -283,7 +283,7 @@ def _scatter_shard(task: StepTask, stage: Stage, decided: Iterator[tuple[pa.Tabl
     pieces: list[pa.Table] = []
     with ShardWriter(task.rejected_dir, out_name) as rejected:
         for table, decision in decided:
-            applied = apply_decision(table, decision, task.label)
+            applied = apply_decision(table, decision, task.label, stage.rejected_reference)
             placed = [t for t in (applied.kept, applied.added) if t.num_rows]
             pieces += [conform(t.select([c for c in schema.names if c in t.column_names]), schema) for t in placed]
             rejected.write(applied.rejected)
@@ -295,13 +295,23 @@ def _scatter_shard(task: StepTask, stage: Stage, decided: Iterator[tuple[pa.Tabl
         if pieces:
             rows = pa.concat_tables(pieces)
             bucket = rows.column(POSITION).to_numpy() // per_shard
-            for b in np.unique(bucket).tolist():
-                name = f"bucket-{b:05d}-{out_name}"
-                write_shard(task.work_dir, name, rows.filter(pa.array(bucket == b)))
-                buckets.append(b)
+            order = np.argsort(bucket, kind="stable")  # one take, then a zero-copy slice per bucket
+            rows, bucket = rows.take(pa.array(order)), bucket[order]
+            for b, start, count in zip(*np.unique(bucket, return_index=True, return_counts=True), strict=True):
+                _write_ipc(Path(task.work_dir) / f"bucket-{b:05d}-{out_name.removesuffix('.parquet')}.arrow",
+                           rows.slice(int(start), int(count)))
+                buckets.append(int(b))
         done = rejected.close()
     return _write_receipt(task.out_dir, ref, [], [done], rows_in, time.perf_counter() - start, rows_kept,
                           rows_added, buckets=buckets)
+
+
+def _write_ipc(path: Path, table: pa.Table) -> None:
+    """A work file in Arrow's IPC format (uncompressed, memory-mapped when read): written under a temporary name."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    tmp.replace(path)
 
 
 def gather_task(task: StepTask, bucket: int) -> dict[str, Any]:
@@ -311,8 +321,8 @@ def gather_task(task: StepTask, bucket: int) -> dict[str, Any]:
         return done
     start = time.perf_counter()
     schema = _placed_output_schema(task)
-    files = sorted(Path(task.work_dir).glob(f"bucket-{bucket:05d}-*.parquet"))
-    rows = pa.concat_tables([pq.read_table(f) for f in files])
+    files = sorted(Path(task.work_dir).glob(f"bucket-{bucket:05d}-*.arrow"))
+    rows = pa.concat_tables([pa.ipc.open_file(pa.memory_map(str(f))).read_all() for f in files])
     rows = rows.take(pc.sort_indices(rows.column(POSITION))).drop_columns([POSITION])
     with ShardWriter(task.out_dir, f"part-{bucket:05d}.parquet", schema) as writer:
         writer.write(conform(rows, schema))

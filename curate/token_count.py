@@ -17,7 +17,8 @@ WORDS = "whitespace words"
 
 
 def word_counts(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """White-space separated words per string (null: 0), vectorised with Arrow."""
+    """White-space separated words per string (null: 0), as `len(s.split())` counts them, vectorised with Arrow
+    (its kernel releases the GIL, so shards count in parallel; a numpy pass over the UTF-8 bytes was no faster)."""
     trimmed = pc.utf8_trim_whitespace(pc.fill_null(values, ""))
     lengths = pc.list_value_length(pc.utf8_split_whitespace(trimmed)).to_numpy(zero_copy_only=False)
     # "" splits into one empty word: a blank text has none

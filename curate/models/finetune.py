@@ -105,7 +105,7 @@ class FinetuneConfig(pydantic.BaseModel):
         return self.batch_size or 8
 
 
-def _schedule(examples: Sequence[Example], config: FinetuneConfig, packing: bool) -> list[list[list[int]]]:
+def step_schedule(examples: Sequence[Example], config: FinetuneConfig, packing: bool) -> list[list[list[int]]]:
     """Packed rows (lists of example indices) per optimizer step: a seeded order per epoch, packed, then cut into
     steps of `rows_per_step` rows; `epochs` passes (a fraction of the last), or `steps` steps."""
     lengths = np.array([len(e) for e in examples])
@@ -129,7 +129,7 @@ def _schedule(examples: Sequence[Example], config: FinetuneConfig, packing: bool
     return [rows[i: i + per_step] for i in range(0, len(rows), per_step)]
 
 
-def _micro_batches(examples: Sequence[Example], rows: Sequence[list[int]], parts: int, pad: int,
+def micro_batches(examples: Sequence[Example], rows: Sequence[list[int]], parts: int, pad: int,
                    device: str) -> list[Any]:
     import torch
 
@@ -153,8 +153,8 @@ def _packing_holds(head: Any, examples: Sequence[Example], pad: int, device: str
     probe = [Example(e.ids[:24], e.supervised[:24]) for e in examples[:2]]
     if len(probe) < 2 or any(e.scored == 0 for e in probe):
         return True
-    packed = mean_loss(head, _micro_batches(probe, [[0, 1]], 1, pad, device), autocast=False)
-    alone = mean_loss(head, _micro_batches(probe, [[0], [1]], 2, pad, device), autocast=False)
+    packed = mean_loss(head, micro_batches(probe, [[0, 1]], 1, pad, device), autocast=False)
+    alone = mean_loss(head, micro_batches(probe, [[0], [1]], 2, pad, device), autocast=False)
     return abs(packed - alone) <= 1e-4 * (1 + abs(alone))
 
 
@@ -238,7 +238,7 @@ def finetune(rows: Sequence[dict[str, Any]], out_dir: str | Path, config: Finetu
     if config.packing and not packing:
         log.warning("%s: the model %s mixes packed examples (it does not follow restarting position ids); "
                     "training one example per row instead", name, base)
-    steps = _schedule(examples, config, packing)
+    steps = step_schedule(examples, config, packing)
     warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_ratio * len(steps))
     loop = LoopConfig(steps=len(steps), lr=config.peak_lr(), schedule=config.schedule, warmup_steps=warmup,
                       min_lr_ratio=config.min_lr_ratio, grad_clip=config.grad_clip, eval_every=config.eval_every,
@@ -251,7 +251,7 @@ def finetune(rows: Sequence[dict[str, Any]], out_dir: str | Path, config: Finetu
     checkpoints = Checkpoints(out / CHECKPOINTS, signature_of(config.model_dump(mode="json"), base, data_sig))
     total = sum(len(examples[i]) for step in steps for row in step for i in row)
     with hf_quiet():
-        result = run_loop(head, lambda s: _micro_batches(examples, steps[s], config.grad_accum, pad, device), loop,
+        result = run_loop(head, lambda s: micro_batches(examples, steps[s], config.grad_accum, pad, device), loop,
                           optimizer, device=device, bar=f"{name} ({config.method})", total_tokens=total,
                           evaluate=evaluate, checkpoints=checkpoints)
     parameters = sum(p.numel() for p in model.parameters())
@@ -298,7 +298,7 @@ def _data_signature(examples: Sequence[Example]) -> str:
 def _heldout_batches(held: Sequence[Example], max_length: int, packing: bool, pad: int, device: str) -> list[Any]:
     """Held-out examples in their order, packed as training packs them, 32 rows per batch."""
     rows = pack_rows([len(e) for e in held], max_length) if packing else [[i] for i in range(len(held))]
-    return [b for i in range(0, len(rows), 32) for b in _micro_batches(held, rows[i: i + 32], 1, pad, device)]
+    return [b for i in range(0, len(rows), 32) for b in micro_batches(held, rows[i: i + 32], 1, pad, device)]
 
 
 def _save(model: Any, tokenizer: Any, out: Path, config: FinetuneConfig, base: str, context: int | None) -> list[str]:

@@ -145,8 +145,11 @@ def expand_copies(kept: pa.Table, positions: pa.Array) -> tuple[pa.Table, pa.Tab
     return first, later
 
 
-def apply_decision(table: pa.Table, decision: Decision, stage: str) -> Applied:
-    """Split rows into kept, rejected and added by a decision, after setting its added columns."""
+def apply_decision(table: pa.Table, decision: Decision, stage: str,
+                   reference: Sequence[str] | None = None) -> Applied:
+    """Split rows into kept, rejected and added by a decision, after setting its added columns. With `reference`
+    (column names), rejected rows keep only those columns of the row (its id and part): a stage whose input rows
+    stay in its input steps, such as a mixture, records what it did not take without copying it."""
     for name, values in decision.adds.items():
         table = set_column(table, name, values)
     none = pa.table({})
@@ -157,7 +160,10 @@ def apply_decision(table: pa.Table, decision: Decision, stage: str) -> Applied:
         keep = pc.is_null(decision.reason)
         drop = pc.invert(keep)
         pick = lambda a: None if a is None else a.filter(drop)  # noqa: E731
-        rejected = rejected_rows(table.filter(drop), stage, pick(decision.reason), pick(decision.score),
+        dropped = table.filter(drop)
+        if reference is not None:
+            dropped = dropped.select([c for c in reference if c in dropped.column_names])
+        rejected = rejected_rows(dropped, stage, pick(decision.reason), pick(decision.score),
                                  {k: pick(v) for k, v in decision.details.items()})
         kept = table.filter(keep)
         if decision.positions is not None:
@@ -216,6 +222,8 @@ class Stage:
     inputs: ClassVar[Literal["one", "many"]] = "one"
     output: ClassVar[Output] = "rows"
     batch_rows: ClassVar[int] = 8192  # rows per table handed to `process` / `summarize`
+    # Columns a rejected row keeps when its stage records drops by reference (None: the whole row, the default)
+    rejected_reference: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, params: Params | dict[str, Any] | None = None, /, **kwargs: Any):
         if isinstance(params, BaseModel):

@@ -18,7 +18,9 @@ Output, in one seeded order (independent of workers and input sharding), in shar
 `prompt`/`response`/`answer`/`messages` where present, `source`, `part`, `repeat`, `parent_id`. A repeated row's
 later copies are added rows (`<id>#<k>`, `parent_id` = the row's id); a row whose id an earlier part already
 took is renamed `<id>@<part>` (`parent_id` = its id). Rows not taken are dropped with `not_sampled` (or
-`zero_weight`); `mixture.json` in the step folder tells per part what was asked, available and taken.
+`zero_weight`), recorded by id and part only (the rows themselves are in the input steps); `mixture.json` in the
+step folder tells per part what was asked, available and taken. Token counts are kept under the run's `scores/`,
+so new weights or a new budget re-decide without counting again.
 """
 
 from __future__ import annotations
@@ -107,6 +109,9 @@ class Mixture(GlobalStage):
     output = "rows_added"
     report_file = "mixture.json"
     adds = ("id", PARENT_ID, PART)
+    # Rows not taken stay in the input steps: rejected/ records them by id and part, not as copies.
+    rejected_reference = ("id", PART)
+    keep_summaries = True  # token counts are kept: new weights or budgets re-decide without counting again
 
     def configure(self) -> None:
         self.needs = ("id", "text", self.params.by or PART)
@@ -135,6 +140,10 @@ class Mixture(GlobalStage):
             if model:
                 return {"tokenizer": model, "tokenizer_from": f"finetune step {reader.label!r}"}
         return {}
+
+    def summary_params(self) -> dict[str, Any]:
+        p = self.params
+        return {"by": p.by, "tokenizer": p.tokenizer, "seed": p.seed}  # `weight` columns draw with the seed
 
     def ordered_shard_rows(self) -> int:
         return self.params.shard_rows

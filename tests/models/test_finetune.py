@@ -17,7 +17,7 @@ import pytest
 import torch
 from curate.kernels.common import IGNORE_INDEX
 
-from curate.models.finetune import FinetuneConfig, _micro_batches, finetune
+from curate.models.finetune import FinetuneConfig, finetune, micro_batches
 from curate.models.lm_head import split_head
 from curate.models.lm_train import LMTrainConfig, load_causal_lm, start_token_id, train_lm
 from curate.models.sft_data import encode_examples
@@ -99,7 +99,7 @@ def test_only_response_tokens_are_supervised_and_prompt_labels_change_no_gradien
         loss.backward()
         return float(loss.detach()), [p.grad.clone() for p in model.parameters()]
 
-    batch = _micro_batches(examples, [[0, 1], [2, 3]], 1, 0, "cpu")[0]
+    batch = micro_batches(examples, [[0, 1], [2, 3]], 1, 0, "cpu")[0]
     loss, reference = grads(batch)
     # the loss is the scorer's response-only NLL (tested against plain Hugging Face elsewhere)
     from curate.models.lm_scorer import LMScorer
@@ -143,7 +143,7 @@ def test_a_packed_batch_has_the_loss_and_gradients_of_its_examples_one_by_one(ba
 
     def loss_and_grads(rows):
         model.zero_grad()
-        total = sum(batch_loss_sum(head, b, True) for b in _micro_batches(examples, rows, len(rows), 0, "cpu"))
+        total = sum(batch_loss_sum(head, b, True) for b in micro_batches(examples, rows, len(rows), 0, "cpu"))
         total.backward()
         return float(total.detach()), torch.cat([p.grad.flatten() for p in model.parameters()])
 
@@ -155,7 +155,7 @@ def test_a_packed_batch_has_the_loss_and_gradients_of_its_examples_one_by_one(ba
     torch.testing.assert_close(packed_grads, alone_grads, atol=1e-5, rtol=1e-4)
     # without restarting positions the examples attend to each other: the gradients differ (the test can fail)
     model.zero_grad()
-    for batch in _micro_batches(examples, packed_rows, len(packed_rows), 0, "cpu"):
+    for batch in micro_batches(examples, packed_rows, len(packed_rows), 0, "cpu"):
         batch_loss_sum(head, type(batch)(batch.input_ids, batch.targets, None, None), True).backward()
     crossed = torch.cat([p.grad.flatten() for p in model.parameters()])
     assert not torch.allclose(crossed, alone_grads, atol=1e-5, rtol=1e-4)
@@ -170,7 +170,7 @@ def test_gradient_accumulation_gives_the_same_gradients(base):
     found = {}
     for parts in (1, 4):
         model.zero_grad()
-        loss, tokens, _ = backward_step(head, _micro_batches(examples, rows, parts, 0, "cpu"), True, False)
+        loss, tokens, _ = backward_step(head, micro_batches(examples, rows, parts, 0, "cpu"), True, False)
         found[parts] = (loss, tokens, torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert found[1][:2] == pytest.approx(found[4][:2], rel=1e-6)
     torch.testing.assert_close(found[1][2], found[4][2], atol=1e-7, rtol=1e-5)
