@@ -103,7 +103,8 @@ def validate(config: Path = typer.Argument(..., help="pipeline config (YAML)")) 
         _fail(error)
     console.print(f"[green]ok[/]: {cfg.name!r}: {len(units)} input file(s) -> {cfg.output_dir()}")
     for spec in cfg.stage_specs():
-        console.print(f"  {spec.label}: {json.dumps(spec.params)}", highlight=False)
+        reads = ", ".join(spec.parents)
+        console.print(f"  {spec.label} ({spec.name} <- {reads}): {json.dumps(spec.params)}", highlight=False)
 
 
 @app.command()

@@ -22,7 +22,8 @@ Where the logits are not simply `lm_head(last hidden state)` (logit soft-capping
 logits as in Cohere/Granite, or any model whose head fails a check at load time), the model's own logits
 are used instead (`head_mode == "logits"`), in the model's dtype, log-softmax in float32.
 
-On CUDA with `dtype="auto"`, the forward runs under bf16 autocast (the loss kernel works in float32).
+On CUDA with `dtype="auto"`, a float32 checkpoint runs under bf16 autocast (the loss kernel works in float32); a
+half-precision checkpoint runs in its own dtype.
 One scorer may be shared by the threads of a process: tokenisation and forward passes take locks.
 """
 

@@ -3,9 +3,10 @@
 Steps, in order, on each of `columns` present in the data:
 1. optional ftfy fixes (mojibake, HTML entities, bad quotes): `fix_text: true` (slow: a Python call per row);
 2. Unicode normalisation (`unicode: NFC` by default; NFKC also folds compatibility characters);
-3. white space: CRLF/CR -> LF, exotic spaces (no-break, em/en, ideographic) -> ' ', zero-width characters
-   removed, trailing spaces on each line removed, 3+ line breaks -> 2, leading/trailing blanks stripped.
-   Runs of spaces inside a line are kept (code indentation) unless `collapse_spaces: true`.
+3. white space: CRLF/CR -> LF, tabs, vertical tabs, form feeds and exotic spaces (no-break, em/en, ideographic)
+   -> ' ', zero-width characters removed, trailing spaces on each line removed, 3+ line breaks -> 2,
+   leading/trailing blanks stripped. Runs of spaces inside a line are kept (space-indented code keeps its
+   indentation; a tab becomes one space) unless `collapse_spaces: true`.
 Rows whose `text` is empty afterwards are dropped with reason `empty_text`.
 """
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from curate.models.lm_train import LMTrainConfig
@@ -191,7 +192,10 @@ class Perplexity(GlobalStage):
         reason[tokens < p.min_tokens] = "too_few_tokens"
         reason[load_positions(self.prepared.get("holdout"))] = "reference_split"
         judged = np.flatnonzero(np.equal(reason, None))
-        groups = summary.column("group").to_numpy(zero_copy_only=False)[judged] if p.group_by else None
+        groups = None
+        if p.group_by:  # as strings, nulls as "": np.unique cannot order None against values
+            values = pc.fill_null(pc.cast(summary.column("group"), pa.string()), "")
+            groups = values.to_numpy(zero_copy_only=False)[judged]
         chosen, bucket = perplexity_select(ppl[judged], p.mode, min_ppl=p.min_ppl, max_ppl=p.max_ppl,
                                            fraction=p.fraction, cutoffs=p.cutoffs, buckets=p.buckets,
                                            keep=p.keep, groups=groups)
