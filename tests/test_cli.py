@@ -166,7 +166,10 @@ def test_finetune_command_trains_measures_and_rejects_bad_options(tmp_path):
     assert metrics["examples"] + metrics["examples_skipped"] == 90 and metrics["examples"] > 80
     assert metrics["heldout_loss_final"] < metrics["heldout_loss_initial"] - 1.0
     bad = curate("finetune", str(data), "-o", str(tmp_path / "x"), "--model", str(tmp_path / "ft"),
-                 "--method", "qlora", "--epochs", "1", "--steps", "2", cwd=tmp_path, check=False)
-    assert bad.returncode == 2 and "--method" in bad.stdout and "`epochs` or `steps`, not both" in bad.stdout
+                 "--method", "qlora", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "--method: Input should be 'full' or 'lora'" in bad.stdout
+    both = curate("finetune", str(data), "-o", str(tmp_path / "x"), "--model", str(tmp_path / "ft"),
+                  "--epochs", "1", "--steps", "2", cwd=tmp_path, check=False)
+    assert both.returncode == 2 and "`epochs` or `steps`, not both" in both.stdout
     missing = curate("finetune", str(data), "-o", str(tmp_path / "y"), cwd=tmp_path, check=False)
     assert missing.returncode == 2 and "give `model`" in missing.stdout
