@@ -105,8 +105,8 @@ def main() -> None:
               f"passes {part['repeats']:.2f}  share {part['share']:.3f}")
     print(f"\n{'':>9} {'seconds':>8} {'rows/s':>10} {'peak MiB':>9}")
     print(f"{'curate':>9} {step.seconds:>8.2f} {rate:>10,.0f} {ours_peak / MIB:>9.0f}   "
-          f"({step.rows_out:,} rows out, {step.rows_added:,} of them repeats; {step.rows_rejected:,} rejected rows "
-          f"written)")
+          f"({step.rows_out:,} rows out, {step.rows_added:,} of them repeats; {step.rows_rejected:,} rows not "
+          f"taken, recorded by id)")
     print(f"{'baseline':>9} {base_seconds:>8.2f} {base_rate:>10,.0f} {base_peak / MIB:>9.0f}")
     print(f"curate with a budget in rows (no token counting): {by_rows.seconds:.2f} s, "
           f"{args.rows / by_rows.seconds:,.0f} rows/s; new weights from the kept token counts: "

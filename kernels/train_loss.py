@@ -19,7 +19,7 @@ the loss is computed. When all rows fit in one chunk, plain full logits + `cross
 
 `benchmarks/bench_train_loss.py` measured this against full logits and torch's `linear_cross_entropy` (with
 its default options, and with the same chunks) and chose it: at vocab 128k, 15.7x less peak memory than full
-logits and 1.3x faster (numbers in the README).
+logits and 1.2x faster (numbers in the README).
 
 This module imports nothing from `curate`.
 """

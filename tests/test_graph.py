@@ -155,3 +155,15 @@ def test_heldout_rows_are_split_once_and_never_reach_selection(tmp_path):
     assert not (tmp_path / "run" / "heldout_split.json").exists()
     with pytest.raises(ConfigError, match=r"heldout\.split_from_target: splits the `target:` sample"):
         parse_config({**config(tmp_path, []), "heldout": {"split_from_target": 0.2}}, base_dir=tmp_path)
+
+
+def test_runs_written_before_the_graph_still_read_as_a_chain(tmp_path):
+    run_pipeline(parse_config(config(tmp_path, [{"normalize": {}}, {"test_slow_tag": {"delay": 0}}]),
+                              base_dir=tmp_path))
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    del record["graph"]  # what earlier versions wrote
+    (tmp_path / "run" / "run.json").write_text(json.dumps(record))
+    steps = query(tmp_path / "run", "SELECT label, parents, rows_out FROM steps").to_pylist()
+    assert [(s["label"], s["parents"]) for s in steps] == [("ingest", []), ("normalize", ["ingest"]),
+                                                           ("test_slow_tag", ["normalize"])]
+    assert query(tmp_path / "run", "SELECT count(*) AS n FROM final").to_pylist() == [{"n": steps[-1]["rows_out"]}]

@@ -132,6 +132,14 @@ class Mixture(GlobalStage):
                 return f"{key}: names {unknown}, not parts of this mixture; its parts: {', '.join(labels)}"
         return None
 
+    def models(self) -> dict[str, str]:
+        return {"tokenizer": self.params.tokenizer} if self.params.tokenizer else {}
+
+    def fingerprint_extra(self) -> dict[str, Any]:
+        from curate.models.locate import named_model_identity
+
+        return {"tokenizer": named_model_identity(self.params.tokenizer)} if self.params.tokenizer else {}
+
     def graph_defaults(self, readers: Sequence[Any]) -> dict[str, Any]:
         if self.params.tokenizer is not None:
             return {}

@@ -210,3 +210,23 @@ def test_exports_load_in_datasets_and_chats_export_as_messages(tmp_path):
     assert len(own) == 40 and {"id", "messages", "part", "repeat"} <= set(own.column_names)
     with pytest.raises(CurateError, match="no finished step 'nope'"):
         export_step(run, "nope", tmp_path / "x")
+
+
+def test_tokens_are_counted_with_the_finetune_steps_tokenizer(tmp_path):
+    from curate.models.lm_train import train_tokenizer
+    from curate.token_count import TokenCounter
+
+    texts = [r["prompt"] + "\n\n" + r["response"] for r in P3]
+    tokenizer = train_tokenizer(texts, 300, tmp_path / "tok")
+    data = p3_by_task(tmp_path, ["glue_mrpc", "wiqa"])
+    config = {"name": "mix", "inputs": [{"path": str(data)}], "output": str(tmp_path / "run"),
+              "heldout": {"path": str(data)},
+              "stages": [{"mixture": {"by": "task"}}, {"finetune": {"model": str(tmp_path / "tok")}}]}
+    spec = parse_config(config, base_dir=tmp_path).stage_specs()[0]
+    assert spec.params["tokenizer"] == str(tmp_path / "tok")
+    assert spec.params["tokenizer_from"] == "finetune step 'finetune'"
+    table = pa.table({"id": ["a", "b"], "text": texts[:2], "response": [P3[0]["response"], None]})
+    total, supervised = TokenCounter(str(tmp_path / "tok")).count_rows(table)
+    want = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts[:2]]
+    assert total.tolist() == want and supervised[1] == want[1]  # no response: every token is supervised
+    assert supervised[0] == len(tokenizer(P3[0]["response"], add_special_tokens=False)["input_ids"])
