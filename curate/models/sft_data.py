@@ -61,7 +61,7 @@ def _turns_with_template(tokenizer: Any, messages: list[dict]) -> tuple[list[int
     sup: list[bool] = []
     for i, turn in enumerate(messages):
         upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=True, add_generation_prompt=False)
-        upto = list(upto["input_ids"] if isinstance(upto, dict) else upto)
+        upto = list(upto["input_ids"] if hasattr(upto, "keys") else upto)  # transformers 5: a BatchEncoding
         if upto[: len(ids)] != ids:  # a template that rewrites earlier turns: supervise only the last one
             ids, sup = upto, [False] * len(upto)
             continue
