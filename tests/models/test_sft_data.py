@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from curate.kernels.common import IGNORE_INDEX
+
 from curate.models.lm_train import train_tokenizer
 from curate.models.sft_data import Example, build_batch, encode_examples, pack_rows
 from tests.lm_fixtures import read_records
