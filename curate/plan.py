@@ -77,13 +77,18 @@ class Plan:
         return [self.rows_dir(p) for p in step.parents]
 
     def sample_fingerprints(self) -> dict[str, str]:
-        found = {}
-        for step in self.samples:
-            if step.stage == "split":
-                found["target"] = found["heldout"] = step.fingerprint
-            else:
-                found[step.label] = step.fingerprint
-        return found
+        return _sample_fingerprints(self.samples)
+
+
+def _sample_fingerprints(samples: list[Step]) -> dict[str, str]:
+    """The fingerprint of each run-level sample: its ingest step's, or the split's for both parts of a split."""
+    found = {}
+    for step in samples:
+        if step.stage == "split":
+            found["target"] = found["heldout"] = step.fingerprint
+        else:
+            found[step.label] = step.fingerprint
+    return found
 
 
 def _input_signature(units: list[InputUnit]) -> list[Any]:
@@ -127,7 +132,7 @@ def _sample_steps(config: PipelineConfig, run: RunDir) -> tuple[list[Step], Path
 def plan_run(config: PipelineConfig, run: RunDir) -> Plan:
     """The steps of `config` in running order, with fingerprints and folders."""
     samples, target, heldout = _sample_steps(config, run)
-    sample_fps = Plan([], samples, target, heldout).sample_fingerprints()
+    sample_fps = _sample_fingerprints(samples)
     ingest = _ingest_step(INGEST, plan_units(config), config, run.stage_dir(0, INGEST), run.rejected_dir(0, INGEST))
     specs = {spec.label: spec for spec in config.stage_specs()}
     order = topological_order(list(specs), {label: spec.parents for label, spec in specs.items()})

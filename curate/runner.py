@@ -282,7 +282,7 @@ class Runner:
         if step.parents and rows_in != sum(Dataset.open(d).count() for d in self.plan.input_dirs(step)):
             raise CurateError(f"{step.label}: read {rows_in} rows, its input has a different count")
         if step.output == "rows_added":
-            self._check_added(step, kept)
+            self._check_added(step, kept, rows_added)
         reasons = Counter()
         for shard in rejected:
             column = pq.read_table(step.rejected_dir / shard.file, columns=["reason"]).column("reason")
@@ -294,7 +294,7 @@ class Runner:
         common = {"fingerprint": step.fingerprint, "parents": parents, "stage": step.label,
                   "config": {"stage": step.stage, **step.params}, "stats": stats}
         report = step.out_dir / WORK / "report.json"
-        name = getattr(step.instance(), "report_file", None) if step.stage in REGISTRY else None
+        name = getattr(REGISTRY[step.stage], "report_file", None) if step.stage in REGISTRY else None
         if report.is_file() and name:  # before the manifests: a finished step always has its report
             shutil.copyfile(report, step.out_dir / name)
         write_manifest(step.rejected_dir, rejected, schema=None if rejected else REJECTED_COLUMNS, **common)
@@ -309,7 +309,7 @@ class Runner:
         return stats
 
     @staticmethod
-    def _check_added(step: Step, shards: list[ShardInfo]) -> None:
+    def _check_added(step: Step, shards: list[ShardInfo], rows_added: int) -> None:
         """Added rows name the row they come from, and every output id is unique."""
         tables = [pq.read_table(step.out_dir / s.file, columns=["id", PARENT_ID]) for s in shards]
         if not tables:
@@ -318,6 +318,10 @@ class Runner:
         ids = table.column("id").combine_chunks()
         if pc.count_distinct(ids).as_py() != len(ids):
             raise CurateError(f"{step.label}: the output repeats ids (a stage must give added rows new ids)")
+        named = len(ids) - table.column(PARENT_ID).null_count
+        if named < rows_added:
+            raise CurateError(f"{step.label}: {rows_added} rows added but only {named} name a `{PARENT_ID}` "
+                              "(a bug in the stage)")
 
     @staticmethod
     def _check_adds(step: Step, schema: pa.Schema) -> None:

@@ -28,6 +28,7 @@ from curate.io.sources import InputUnit
 from curate.progress import progress
 from curate.stages.base import (
     PARENT_ID,
+    POSITION,
     REGISTRY,
     REPEAT,
     Decision,
@@ -39,7 +40,6 @@ from curate.stages.base import (
 
 RECEIPTS = "_tasks"
 WORK = "_work"
-POSITION = "_position"
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def decide_task(task: StepTask) -> dict[str, Any]:
     stage.check_decision(decision)
     info: dict[str, Any] = {"rows": summary.num_rows}
     if decision.positions is not None:
-        info.update(_check_positions(stage, decision, summary.num_rows))
+        info.update(_check_positions(stage, decision))
         schema = _placed_schema(stage, step_input.schema, decision)
         atomic_write_text(Path(task.work_dir) / "output_schema.json",
                           json.dumps({"arrow": schema.serialize().to_pybytes().hex()}))
@@ -224,7 +224,7 @@ def decide_task(task: StepTask) -> dict[str, Any]:
     return info
 
 
-def _check_positions(stage: Stage, decision: Decision, rows: int) -> dict[str, Any]:
+def _check_positions(stage: Stage, decision: Decision) -> dict[str, Any]:
     """Placed copies must fill output positions 0..n-1 exactly once, and dropped rows have none."""
     flat = pc.list_flatten(decision.positions).to_numpy(zero_copy_only=False).astype(np.int64)
     if not np.array_equal(np.sort(flat), np.arange(len(flat))):
@@ -297,9 +297,9 @@ def _scatter_shard(task: StepTask, stage: Stage, decided: Iterator[tuple[pa.Tabl
             bucket = rows.column(POSITION).to_numpy() // per_shard
             order = np.argsort(bucket, kind="stable")  # one take, then a zero-copy slice per bucket
             rows, bucket = rows.take(pa.array(order)), bucket[order]
-            for b, start, count in zip(*np.unique(bucket, return_index=True, return_counts=True), strict=True):
+            for b, first, count in zip(*np.unique(bucket, return_index=True, return_counts=True), strict=True):
                 _write_ipc(Path(task.work_dir) / f"bucket-{b:05d}-{out_name.removesuffix('.parquet')}.arrow",
-                           rows.slice(int(start), int(count)))
+                           rows.slice(int(first), int(count)))
                 buckets.append(int(b))
         done = rejected.close()
     return _write_receipt(task.out_dir, ref, [], [done], rows_in, time.perf_counter() - start, rows_kept,

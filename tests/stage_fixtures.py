@@ -94,6 +94,7 @@ if Undeclared.name not in REGISTRY:
 
 class CopyRowsParams(Params):
     reuse_ids: bool = False  # give the copies their parents' ids (a bug the runner must catch)
+    no_parent: bool = False  # leave the copies' parent_id empty (another such bug)
 
 
 class CopyRows(MapStage):
@@ -107,7 +108,8 @@ class CopyRows(MapStage):
     def process(self, table: pa.Table) -> Decision:
         ids = table.column("id")
         new = ids if self.params.reuse_ids else pc.binary_join_element_wise(ids, pa.scalar("+upper"), "")
-        added = pa.table({"id": new, "text": pc.utf8_upper(table.column("text")), "parent_id": ids})
+        parent = pa.nulls(table.num_rows, pa.string()) if self.params.no_parent else ids
+        added = pa.table({"id": new, "text": pc.utf8_upper(table.column("text")), "parent_id": parent})
         return Decision(added=added)
 
 

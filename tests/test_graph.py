@@ -132,6 +132,9 @@ def test_rows_added_are_counted_apart_and_must_have_new_ids(tmp_path):
     with pytest.raises(CurateError, match="the output repeats ids"):
         run_pipeline(parse_config(config(tmp_path / "again", [{"test_copy_rows": {"reuse_ids": True}}]),
                                   base_dir=tmp_path))
+    with pytest.raises(CurateError, match="600 rows added but only 0 name a `parent_id`"):
+        run_pipeline(parse_config(config(tmp_path / "orphans", [{"test_copy_rows": {"no_parent": True}}]),
+                                  base_dir=tmp_path))
 
 
 def test_heldout_rows_are_split_once_and_never_reach_selection(tmp_path):

@@ -136,10 +136,10 @@ def micro_batches(examples: Sequence[Example], rows: Sequence[list[int]], parts:
     from curate.models.train_loop import MicroBatch
 
     size = -(-len(rows) // parts)
+    tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
     out = []
     for i in range(0, len(rows), size):
         packed = build_batch(examples, rows[i: i + size], pad)
-        tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
         out.append(MicroBatch(tensor(packed.input_ids), tensor(packed.targets),
                               position_ids=tensor(packed.position_ids), tokens=packed.tokens))
     return out
@@ -202,12 +202,19 @@ def finetune(rows: Sequence[dict[str, Any]], out_dir: str | Path, config: Finetu
              heldout: Sequence[dict[str, Any]] | None = None, name: str = "finetune") -> dict[str, Any]:
     """Fine-tune on `rows` (dicts with `text`, and `prompt`/`response` or `messages`), measuring held-out loss
     on `heldout`; saves the model into `out_dir` and returns the metrics (also in `out_dir/metrics.json`)."""
-    import torch
 
     from curate.models.embedder import resolve_device
     from curate.models.lm_head import split_head
     from curate.models.locate import hf_quiet
-    from curate.models.train_loop import Checkpoints, LoopConfig, adamw, mean_loss, run_loop, signature_of
+    from curate.models.train_loop import (
+        Checkpoints,
+        LoopConfig,
+        adamw,
+        bf16_autocast,
+        mean_loss,
+        run_loop,
+        signature_of,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +252,7 @@ def finetune(rows: Sequence[dict[str, Any]], out_dir: str | Path, config: Finetu
                       save_every=config.save_every)
     optimizer = adamw(model, config.peak_lr(), config.weight_decay, (config.beta1, config.beta2))
     held_batches = _heldout_batches(held, max_length, packing, pad, device)
-    autocast = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    autocast = bf16_autocast(device)
     evaluate = (lambda: mean_loss(head, held_batches, autocast)) if held_batches else None
     data_sig = _data_signature(examples)
     checkpoints = Checkpoints(out / CHECKPOINTS, signature_of(config.model_dump(mode="json"), base, data_sig))

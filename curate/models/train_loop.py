@@ -89,6 +89,11 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float, schedule: Sc
     return min_ratio + (1 - min_ratio) * decay
 
 
+def bf16_autocast(device: str) -> bool:
+    """Whether forward passes on `device` run under bf16 autocast: on CUDA GPUs that support bf16."""
+    return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+
+
 def adamw(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
     # Weight decay on matrices only: decaying norms and biases pulls them towards 0 for no gain.
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
@@ -204,7 +209,7 @@ def run_loop(head: HeadSplit, step_batches: Callable[[int], list[MicroBatch]], c
              select_scored: bool = True) -> LoopResult:
     """Train `head.model` for `config.steps` optimizer steps (see the module docstring)."""
     model = head.model
-    autocast = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    autocast = bf16_autocast(device)
     result = LoopResult()
     begin = 0
     state = checkpoints.load() if checkpoints is not None else None

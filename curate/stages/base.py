@@ -33,11 +33,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from curate.dataset import rejected_rows
+from curate.dataset import conform, rejected_rows, unify_schemas
 from curate.errors import CurateError
 
 Output = Literal["rows", "rows_added", "artifacts"]
 PARENT_ID, REPEAT, PART = "parent_id", "repeat", "part"  # columns of added rows and multi-input steps
+POSITION = "_position"  # a placed copy's output position, while the output is being written
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def expand_copies(kept: pa.Table, positions: pa.Array) -> tuple[pa.Table, pa.Tab
     repeat = np.arange(len(rows)) - starts
     table = kept.take(pa.array(rows, pa.int64()))
     table = set_column(table, REPEAT, pa.array(repeat, pa.int64()))
-    table = set_column(table, "_position", pa.array(flat, pa.int64()))
+    table = set_column(table, POSITION, pa.array(flat, pa.int64()))
     if PARENT_ID not in table.column_names:
         table = table.append_column(PARENT_ID, pa.nulls(table.num_rows, pa.string()))
     first = table.filter(pa.array(repeat == 0))
@@ -154,6 +155,7 @@ def apply_decision(table: pa.Table, decision: Decision, stage: str,
         table = set_column(table, name, values)
     none = pa.table({})
     added = decision.added if decision.added is not None else none
+    positions = decision.positions
     if decision.reason is None or decision.reason.null_count == len(decision.reason):
         kept, rejected = table, none
     else:
@@ -166,11 +168,10 @@ def apply_decision(table: pa.Table, decision: Decision, stage: str,
         rejected = rejected_rows(dropped, stage, pick(decision.reason), pick(decision.score),
                                  {k: pick(v) for k, v in decision.details.items()})
         kept = table.filter(keep)
-        if decision.positions is not None:
-            decision = Decision(positions=decision.positions.filter(keep))
+        positions = None if positions is None else positions.filter(keep)
     kept_rows = kept.num_rows
-    if decision.positions is not None:
-        kept, added = expand_copies(kept, decision.positions)
+    if positions is not None:
+        kept, added = expand_copies(kept, positions)
     return Applied(kept, rejected, added, kept_rows)
 
 
@@ -399,12 +400,10 @@ def _output(applied: Applied) -> tuple[pa.Table, pa.Table]:
     """(output rows, rejected rows) of an in-memory run: kept rows and added rows, in position order if placed."""
     kept = applied.kept
     if applied.added.num_rows:
-        from curate.dataset import conform, unify_schemas
-
         schema = unify_schemas([kept.schema, applied.added.schema])
         kept = pa.concat_tables([conform(kept, schema), conform(applied.added, schema)])
-    if "_position" in kept.column_names:
-        kept = kept.take(pc.sort_indices(kept.column("_position"))).drop_columns(["_position"])
+    if POSITION in kept.column_names:
+        kept = kept.take(pc.sort_indices(kept.column(POSITION))).drop_columns([POSITION])
     return kept, applied.rejected
 
 

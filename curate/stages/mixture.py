@@ -37,7 +37,7 @@ from pydantic import Field, model_validator
 from curate.errors import CurateError
 from curate.hashing import hash_strings_u64
 from curate.stages.base import PARENT_ID, PART, Decision, GlobalStage, Params, Rows, register
-from curate.token_count import TokenCounter
+from curate.token_count import WORDS, TokenCounter
 
 log = logging.getLogger("curate")
 OUTPUT_COLUMNS = ("id", "source", "text", "prompt", "response", "answer", "messages", PART, "repeat", PARENT_ID)
@@ -250,7 +250,7 @@ class Mixture(GlobalStage):
         positions = self._positions(copies)
         report = {"budget": {"unit": self._unit(), "asked": budget if p.tokens or p.rows or p.part_tokens else None,
                              "taken": taken_units},
-                  "tokenizer": {"name": self.counter_name(), "from": p.tokenizer_from or (
+                  "tokenizer": {"name": p.tokenizer or WORDS, "from": p.tokenizer_from or (
                       "config" if p.tokenizer else "default (no tokenizer given)")},
                   "seed": p.seed, "max_repeats": p.max_repeats, "parts": report_parts,
                   "totals": {"rows": int(n), "rows_taken": int((copies > 0).sum()), "copies": int(copies.sum()),
@@ -261,11 +261,6 @@ class Mixture(GlobalStage):
         return Decision(reason=pa.array(reason, pa.string()), score=pa.array(units, pa.float64()),
                         adds={"id": ids, PARENT_ID: parent, PART: pa.array(part, pa.string())},
                         positions=positions, report=report)
-
-    def counter_name(self) -> str:
-        from curate.token_count import WORDS
-
-        return self.params.tokenizer or WORDS
 
     def _unit(self) -> str:
         p = self.params
