@@ -1,4 +1,5 @@
-"""The `curate` command line: run, validate, demo, sql, inspect, export; train-lm and finetune (`cli_train`)."""
+"""The `curate` command line: run, validate, demo, sql, inspect, export; evaluate and report (`cli_eval`); train-lm
+and finetune (`cli_train`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from enum import Enum
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -73,8 +75,19 @@ def _run(config_path: Path, output: Path | None, workers: int | None, no_prefect
     except CurateError as error:
         _fail(error)
     run_dir = config.output_dir()
-    console.print(stage_table(summarize_run(run_dir), title=f"run {config.name!r} -> {run_dir}"))
+    summaries = summarize_run(run_dir)
+    console.print(stage_table(summaries, title=f"run {config.name!r} -> {run_dir}"))
+    print_evaluations(summaries)
     return run_dir
+
+
+def print_evaluations(summaries: list[Any]) -> None:
+    """The closed-loop table of each `evaluate` step of a run."""
+    from curate.console import console, evaluation_table
+    from curate.summary import evaluations
+
+    for label, results in evaluations(summaries).items():
+        console.print(evaluation_table(results, title=f"closed-loop evaluation {label!r}"))
 
 
 @app.command()
@@ -211,7 +224,7 @@ def export(
     console.print(f"exported {rows:,} rows of {label!r} as {used} records ({fmt.value}) to {folder}", highlight=False)
 
 
-from curate import cli_train  # noqa: E402,F401  (registers train-lm and finetune)
+from curate import cli_eval, cli_train  # noqa: E402,F401  (register evaluate, report, train-lm, finetune)
 
 if __name__ == "__main__":
     app()

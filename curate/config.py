@@ -97,6 +97,11 @@ class StageSpec(BaseModel):
     label: str  # unique name within the run: by default the stage name, `_2`, `_3`... when repeated
     parents: tuple[str, ...] = (INGEST,)  # labels of the input steps (`from:`): by default the step before
     index: int = 1  # position in `stages` (1-based; 0 is ingest): names the step's folders
+    from_count: int | None = None  # parents named by `from:` (the rest by the stage's parameters: `pool`)
+
+    @property
+    def inputs_from(self) -> tuple[str, ...]:
+        return self.parents[: self.from_count] if self.from_count is not None else self.parents
 
 
 class PipelineConfig(_Strict):
@@ -185,8 +190,11 @@ def _validate_stages(raw: list[Any]) -> tuple[list[StageSpec], list[str]]:
                          for p in _format_pydantic(err, model, f"{where}.{name}.")]
             previous = label
             continue
+        named = len(parents)
+        extra = REGISTRY[name](validated.model_dump(mode="json")).reads_steps()
+        parents += tuple(dict.fromkeys(p for p in extra if p not in parents))
         specs.append(StageSpec(name=name, params=validated.model_dump(mode="json"), label=label,
-                               parents=parents, index=i + 1))
+                               parents=parents, index=i + 1, from_count=named))
         previous = label
     return specs, problems + _graph_problems(specs)
 
@@ -201,9 +209,10 @@ def _graph_problems(specs: list[StageSpec]) -> list[str]:
         labels.setdefault(spec.label, spec)
     with_rows = [INGEST] + [s.label for s in specs if REGISTRY[s.name].output != "artifacts"]
     for spec in specs:
-        where = f"stages[{spec.index - 1}].{spec.name}.from"
         allowed = ", ".join(label for label in with_rows if label != spec.label)
-        for parent in spec.parents:
+        for k, parent in enumerate(spec.parents):
+            where = f"stages[{spec.index - 1}].{spec.name}." + (
+                "from" if k < len(spec.inputs_from) else "(a step named in its parameters)")
             if not isinstance(parent, str) or (parent != INGEST and parent not in labels):
                 problems.append(f"{where}: unknown label {parent!r}; allowed: {allowed}")
             elif parent != INGEST and REGISTRY[labels[parent].name].output == "artifacts":
@@ -212,7 +221,7 @@ def _graph_problems(specs: list[StageSpec]) -> list[str]:
         if spec.label in spec.parents and labels[spec.label] is spec:
             problems.append(f"{where}: a step cannot read itself ({spec.label!r})")
         stage = REGISTRY[spec.name](spec.params)
-        if (problem := stage.check_inputs(list(spec.parents))) is not None:
+        if (problem := stage.check_inputs(list(spec.inputs_from))) is not None:
             problems.append(f"stages[{spec.index - 1}].{spec.name}.{problem}")
     if not problems and (cycle := find_cycle({s.label: s.parents for s in specs})) is not None:
         problems.append(f"stages: the `from:` keys form a cycle: {' -> '.join(reversed(cycle))}")
@@ -326,6 +335,6 @@ def resolved_config(config: PipelineConfig) -> dict[str, Any]:
         paths = [str(Path(config.resolve(p)).resolve()) for p in InputSpec.model_validate(spec).paths()]
         spec["path"] = paths[0] if isinstance(spec["path"], str) else paths
     data["output"] = str(config.output_dir().resolve())
-    data["stages"] = [{s.name: {"label": s.label, "from": list(s.parents) if len(s.parents) > 1 else s.parents[0],
-                                **s.params}} for s in config.stage_specs()]
+    data["stages"] = [{s.name: {"label": s.label, "from": list(s.inputs_from) if len(s.inputs_from) > 1
+                                else s.inputs_from[0], **s.params}} for s in config.stage_specs()]
     return data

@@ -147,3 +147,48 @@ def arrow_table(result: pa.Table, max_rows: int = 50, max_width: int = 60) -> Ta
     if result.num_rows > max_rows:
         table.caption = f"{max_rows} of {result.num_rows:,} rows shown (use --format csv or json for all)"
     return table
+
+
+def _mean_std(entry: dict[str, Any] | None, digits: int = 3) -> str:
+    if not entry or entry.get("mean") is None:
+        return "-"
+    std = f" ± {entry['std']:.{digits}f}" if entry.get("std") is not None else ""
+    return f"{entry['mean']:.{digits}f}{std}"
+
+
+def _interval(paired: dict[str, Any] | None) -> str:
+    if not paired or paired.get("mean") is None:
+        return ""
+    ci = paired.get("ci95")
+    span = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+    return f"{paired['mean']:+.3f}{span}"
+
+
+def evaluation_table(results: dict[str, Any], title: str = "closed-loop evaluation") -> Group:
+    """Arms with rows, tokens, held-out loss and accuracy over seeds, each arm minus random with its paired 95%
+    interval; then the data-efficiency line."""
+    table = Table(title=title, title_justify="left")
+    for name, justify in [("arm", "left"), ("rows", "right"), ("tokens", "right"), ("held-out loss", "right"),
+                          ("accuracy", "right"), ("- random (95% CI)", "right")]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for name, arm in results["arms"].items():
+        rows = arm["rows"]
+        tokens = arm["tokens"]
+        rows_text = f"{round(sum(rows) / len(rows)):,}" if rows else "-"
+        tokens_text = f"{round(sum(tokens) / len(tokens)):,}" if tokens else "-"
+        table.add_row(name, rows_text, tokens_text, _mean_std(arm), _mean_std(arm.get("accuracy")),
+                      _interval(arm.get("vs_random")))
+    seeds = len(results["arms"]["selection"]["seeds"])
+    efficiency = results.get("data_efficiency")
+    if isinstance(efficiency, float):
+        line = f"data efficiency: random data needs {efficiency:.2f}x the selection's tokens to match its loss"
+    elif efficiency is None:
+        line = "data efficiency: no random arm to compare with"
+    else:
+        line = f"data efficiency: {efficiency} (random arms' multiples of the selection's tokens)"
+    paired = results["paired"]
+    verdict = ("the selection beats random" if paired.get("excludes_zero") and paired["mean"] < 0 else
+               "random beats the selection" if paired.get("excludes_zero") else
+               "no difference from random at 95%")
+    return Group(table, Text(f"{seeds} seeds; loss: mean NLL per supervised held-out token; {verdict}"),
+                 Text(line))

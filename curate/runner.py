@@ -40,10 +40,12 @@ from curate.rundir import RunDir
 from curate.stages import REGISTRY
 from curate.stages.base import PARENT_ID
 from curate.tasks import (
+    RECEIPTS,
     WORK,
     StepTask,
     apply_task,
     build_task,
+    combine_task,
     decide_task,
     gather_task,
     ingest_task,
@@ -51,6 +53,8 @@ from curate.tasks import (
     prepare_task,
     read_receipts,
     summarize_task,
+    unit_task,
+    units_task,
 )
 
 log = logging.getLogger("curate")
@@ -227,7 +231,15 @@ class Runner:
 
     def _run_artifact(self, step: Step, task: StepTask, start: float) -> StepResult:
         target, heldout = self._sample_dirs(step)
-        metrics = self.executor.call(build_task, (task, target, heldout), f"{step.label}:build")
+        units = self.executor.call(units_task, (task, target, heldout), f"{step.label}:units")
+        if units:
+            done = self.executor.map(unit_task, [(task, target, heldout, u) for u in units],
+                                     [f"{step.label}[{u}]" for u in units], resources=step.resources)
+            metrics = self.executor.call(combine_task, (task, target, heldout, dict(zip(units, done, strict=True))),
+                                         f"{step.label}:combine")
+            shutil.rmtree(step.out_dir / RECEIPTS, ignore_errors=True)
+        else:
+            metrics = self.executor.call(build_task, (task, target, heldout), f"{step.label}:build")
         rows = Dataset.open(self.plan.input_dirs(step)[0]).count()
         stats = {"rows_in": rows, "rows_out": 0, "rows_kept": 0, "rows_rejected": 0, "rows_added": 0,
                  "seconds": round(time.perf_counter() - start, 3), "reasons": {}}

@@ -165,3 +165,14 @@ def cluster_summaries(run_dir: str | Path, largest: int = 5) -> list[ClusterSumm
                                     [tuple(row) for row in top]))
     con.close()
     return found
+
+
+def evaluations(summaries: list[StepSummary]) -> dict[str, dict[str, Any]]:
+    """The closed-loop results (`results.json`) of the run's `evaluate` steps, by label."""
+    import json
+
+    out = {}
+    for s in summaries:
+        if s.stage == "evaluate" and s.artifacts is not None and (s.artifacts / "results.json").is_file():
+            out[s.label] = json.loads((s.artifacts / "results.json").read_text())
+    return out

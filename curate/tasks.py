@@ -334,3 +334,32 @@ def build_task(task: StepTask, target_dir: str | None, heldout_dir: str | None) 
     """Run an artifact stage's `build` into the step's folder; returns its metrics."""
     stage = task.instance()
     return stage.build(_context(task, target_dir, heldout_dir, task.out_dir), Path(task.out_dir))
+
+
+def units_task(task: StepTask, target_dir: str | None, heldout_dir: str | None) -> list[str]:
+    """An artifact stage's independent pieces (their shared files are written here)."""
+    stage = task.instance()
+    return stage.units(_context(task, target_dir, heldout_dir, task.out_dir), Path(task.out_dir))
+
+
+def _unit_receipt(task: StepTask, unit: str) -> Path:
+    return Path(task.out_dir) / RECEIPTS / f"unit-{unit.replace('/', '__').replace(':', '_')}.json"
+
+
+def unit_task(task: StepTask, target_dir: str | None, heldout_dir: str | None, unit: str) -> dict[str, Any]:
+    """One piece of an artifact build; its result is kept as a receipt, so a resumed step skips it."""
+    receipt = _unit_receipt(task, unit)
+    if receipt.is_file():
+        return json.loads(receipt.read_text())
+    stage = task.instance()
+    result = stage.build_unit(_context(task, target_dir, heldout_dir, task.out_dir), Path(task.out_dir), unit)
+    receipt.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(receipt, json.dumps(result))
+    return result
+
+
+def combine_task(task: StepTask, target_dir: str | None, heldout_dir: str | None,
+                 results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The metrics of an artifact build made of units, from their results."""
+    stage = task.instance()
+    return stage.combine(_context(task, target_dir, heldout_dir, task.out_dir), Path(task.out_dir), results)

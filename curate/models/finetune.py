@@ -16,7 +16,7 @@ import math
 import resource
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +57,7 @@ class FinetuneConfig(pydantic.BaseModel):
 
     model: str | None = None  # a local folder or hub id
     init: Literal["model", "scratch"] = "model"  # scratch: a new tokenizer and GPT-2 of `lm`'s size
+    tokenizer: str | None = None  # with init: scratch, a tokenizer folder to use instead of training one
     lm: LMTrainConfig = LMTrainConfig()
     method: Literal["full", "lora"] = "full"
     lora: LoraSettings = LoraSettings()
@@ -88,6 +89,8 @@ class FinetuneConfig(pydantic.BaseModel):
             raise ValueError("give `model` (a folder or hub id), or `init: scratch` to train a small LM from nothing")
         if self.init == "scratch" and self.model:
             raise ValueError("`init: scratch` trains a new model: leave `model` out")
+        if self.tokenizer and self.init != "scratch":
+            raise ValueError("`tokenizer` is for `init: scratch`; a named model brings its own")
         if self.epochs is not None and self.steps is not None:
             raise ValueError("give `epochs` or `steps`, not both")
         if self.batch_size is not None and self.batch_tokens is not None:
@@ -180,7 +183,12 @@ def _build_model(config: FinetuneConfig, texts: list[str], out: Path, device: st
         if config.max_length > config.lm.seq_len:
             raise CurateError(f"max_length {config.max_length} is longer than the new model's context "
                               f"(lm.seq_len {config.lm.seq_len})")
-        tokenizer = train_tokenizer(texts, config.lm.vocab_size, out / "_tokenizer")
+        if config.tokenizer:  # shared by several runs, so that their losses count the same tokens
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
+        else:
+            tokenizer = train_tokenizer(texts, config.lm.vocab_size, out / "_tokenizer")
         return _new_model(tokenizer, config.lm), tokenizer, "scratch"
     lora_on_gpu = config.method == "lora" and device.startswith("cuda")
     # LoRA on a GPU: the frozen base in bf16 (half the memory); full fine-tuning keeps float32 master weights.
@@ -199,9 +207,11 @@ def _peak_memory_mb(device: str) -> float:
 
 
 def finetune(rows: Sequence[dict[str, Any]], out_dir: str | Path, config: FinetuneConfig,
-             heldout: Sequence[dict[str, Any]] | None = None, name: str = "finetune") -> dict[str, Any]:
+             heldout: Sequence[dict[str, Any]] | None = None, name: str = "finetune",
+             measure: Callable[[Any, Any], dict[str, Any]] | None = None, save: bool = True) -> dict[str, Any]:
     """Fine-tune on `rows` (dicts with `text`, and `prompt`/`response` or `messages`), measuring held-out loss
-    on `heldout`; saves the model into `out_dir` and returns the metrics (also in `out_dir/metrics.json`)."""
+    on `heldout`; saves the model into `out_dir` (unless `save` is false) and returns the metrics (also in
+    `out_dir/metrics.json`). `measure(model, tokenizer)`, called after training, adds its own metrics."""
 
     from curate.models.embedder import resolve_device
     from curate.models.lm_head import split_head
@@ -263,7 +273,11 @@ def finetune(rows: Sequence[dict[str, Any]], out_dir: str | Path, config: Finetu
                           evaluate=evaluate, checkpoints=checkpoints)
     parameters = sum(p.numel() for p in model.parameters())
     trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    saved = _save(model, tokenizer, out, config, base, context)
+    measured = {}
+    if measure is not None:
+        with hf_quiet():
+            measured = measure(model, tokenizer)
+    saved = _save(model, tokenizer, out, config, base, context) if save else []
     if not config.keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     shutil.rmtree(out / "_tokenizer", ignore_errors=True)
@@ -281,7 +295,7 @@ def finetune(rows: Sequence[dict[str, Any]], out_dir: str | Path, config: Finetu
         "heldout_loss_initial": curve[0]["loss"] if curve else None,
         "heldout_loss_final": curve[-1]["loss"] if curve else None,
         "peak_memory_mb": round(_peak_memory_mb(device), 1), "resumed_from_step": result.resumed_from,
-        "saved": saved,
+        "saved": saved, **measured,
     }
     detail = {**metrics, "config": config.model_dump(mode="json"), "train_loss": result.losses,
               "heldout_curve": curve}

@@ -75,11 +75,9 @@ def _ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return list(tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else []
 
 
-def encode_examples(rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int,
-                    start: int | None, eos: int | None) -> tuple[list[Example], int]:
-    """Examples of `rows` (dicts with `text`, and `prompt`/`response` or `messages` where present), in order;
-    returns them and the number of rows skipped (nothing supervised). `start`/`eos`: token ids put around each
-    example. Texts are tokenised in batches (one tokenizer call per field), chats row by row."""
+def _encoded_rows(rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int, start: int | None,
+                  eos: int | None) -> list[Example | None]:
+    """Each row's example, or None where it has nothing supervised (see `encode_examples`)."""
     head = [start] if start is not None else []
     tail = [eos] if eos is not None else []
     template = getattr(tokenizer, "chat_template", None)
@@ -97,16 +95,32 @@ def encode_examples(rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: 
         messages = list(rows[i]["messages"])
         built[i] = (_turns_with_template(tokenizer, messages) if template
                     else _turns_without_template(tokenizer, messages, head, tail))
-    out: list[Example] = []
-    skipped = 0
+    out: list[Example | None] = []
     for i in range(len(rows)):
         ids, sup = built[i]
         example = Example(np.asarray(ids[:max_length], np.int64), np.asarray(sup[:max_length], bool))
-        if len(example) < 2 or example.scored == 0:
-            skipped += 1
-            continue
-        out.append(example)
-    return out, skipped
+        out.append(None if len(example) < 2 or example.scored == 0 else example)
+    return out
+
+
+def encode_examples(rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int,
+                    start: int | None, eos: int | None) -> tuple[list[Example], int]:
+    """Examples of `rows` (dicts with `text`, and `prompt`/`response` or `messages` where present), in order;
+    returns them and the number of rows skipped (nothing supervised). `start`/`eos`: token ids put around each
+    example. Texts are tokenised in batches (one tokenizer call per field), chats row by row."""
+    encoded = _encoded_rows(rows, tokenizer, max_length, start, eos)
+    out = [e for e in encoded if e is not None]
+    return out, len(encoded) - len(out)
+
+
+def trained_tokens(rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: int, start: int | None,
+                   eos: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, supervised targets) that fine-tuning trains on per row, as `encode_examples` builds them: cut to
+    `max_length`, 0 for a row it skips."""
+    encoded = _encoded_rows(rows, tokenizer, max_length, start, eos)
+    tokens = np.fromiter((len(e) if e else 0 for e in encoded), np.int64, len(encoded))
+    scored = np.fromiter((e.scored if e else 0 for e in encoded), np.int64, len(encoded))
+    return tokens, scored
 
 
 def pack_rows(lengths: Sequence[int], max_length: int) -> list[list[int]]:
@@ -154,3 +168,25 @@ def build_batch(examples: Sequence[Example], rows: Sequence[Sequence[int]], pad_
         tokens += at
         positions[r, at:] = np.arange(width - at)
     return PackedBatch(ids, targets, positions, tokens, int((targets != IGNORE_INDEX).sum()))
+
+
+def prompt_ids(row: dict[str, Any], tokenizer: Any, start: int | None) -> list[int] | None:
+    """The tokens a model continues to answer `row` as the examples above train it: `start + prompt` for
+    instruction rows; a chat up to its last assistant turn (with the template's generation prompt, or an
+    `Assistant: ` block without a template). None for rows with nothing to answer (plain text)."""
+    head = [start] if start is not None else []
+    messages = list(row.get("messages") or [])
+    if messages:
+        if messages[-1]["role"] == "assistant":
+            messages = messages[:-1]
+        if getattr(tokenizer, "chat_template", None):
+            ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+            return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        from curate.io.mapping import PAIR_SEPARATOR, ROLE_NAMES
+
+        blocks = [f"{ROLE_NAMES.get(t['role'], str(t['role']).title())}: {t['content'] or ''}" for t in messages]
+        text = PAIR_SEPARATOR.join([*blocks, "Assistant: "])
+        return head + list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if row.get("response") is None:
+        return None
+    return head + list(tokenizer(row.get("prompt") or "", add_special_tokens=False)["input_ids"])

@@ -21,6 +21,7 @@ from curate.stages import (  # noqa: F401
     dedup,
     diversity,
     embed,
+    evaluate,
     finetune,
     heuristics,
     language,

@@ -277,6 +277,11 @@ class Stage:
         config left unset; e.g. a mixture counts tokens with the tokenizer of the model trained on it."""
         return {}
 
+    def reads_steps(self) -> tuple[str, ...]:
+        """Labels of further steps the stage reads, named in its parameters (an evaluation's `pool`): they join
+        its `from:` inputs, after them."""
+        return ()
+
     def check_inputs(self, labels: Sequence[str]) -> str | None:
         """A problem with the input steps (`from:`) as `<key>: <what is wrong>`, or None."""
         if self.inputs == "one" and len(labels) != 1:
@@ -393,6 +398,20 @@ class ArtifactStage(Stage):
     artifact_root: ClassVar[Literal["models", "eval"]] = "models"
 
     def build(self, context: StageContext, out_dir: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # A build made of independent pieces (an evaluation's arm x seed trainings) names them in `units`; each then
+    # runs as its own task (`build_unit`), and a finished one is not redone when an interrupted step resumes.
+    # `combine` turns their results into the metrics. A stage without units implements `build` only.
+
+    def units(self, context: StageContext, out_dir: Path) -> list[str]:
+        """Names of the build's independent pieces (run once, before them; may write shared files)."""
+        return []
+
+    def build_unit(self, context: StageContext, out_dir: Path, unit: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def combine(self, context: StageContext, out_dir: Path, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
 
 
