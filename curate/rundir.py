@@ -28,6 +28,7 @@ from curate.dataset import Dataset, atomic_write_text
 from curate.errors import DatasetError
 
 STAGE_DIR = re.compile(r"^(\d{2})-(\w+)$")
+TABLES = "tables"  # a step folder's tables from its decision (`<label>_<name>` in SQL)
 
 
 @dataclass(frozen=True)

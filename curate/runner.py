@@ -36,7 +36,7 @@ from curate.inputs import StepInput
 from curate.io.ingest import make_ids_unique
 from curate.plan import Plan, Step, plan_run
 from curate.progress import progress
-from curate.rundir import RunDir
+from curate.rundir import TABLES, RunDir
 from curate.stages import REGISTRY
 from curate.stages.base import PARENT_ID
 from curate.tasks import (
@@ -309,6 +309,7 @@ class Runner:
         name = getattr(REGISTRY[step.stage], "report_file", None) if step.stage in REGISTRY else None
         if report.is_file() and name:  # before the manifests: a finished step always has its report
             shutil.copyfile(report, step.out_dir / name)
+            write_report_tables(step.out_dir, json.loads(report.read_text()).get("tables", {}))
         write_manifest(step.rejected_dir, rejected, schema=None if rejected else REJECTED_COLUMNS, **common)
         done = write_manifest(step.out_dir, kept, schema=schema, **common)
         if step.kind != "ingest" and rows_out:
@@ -375,6 +376,14 @@ class Runner:
 
 def _short(ref: str) -> str:
     return ref.removesuffix(".parquet")
+
+
+def write_report_tables(folder: Path, tables: dict[str, list[dict[str, Any]]]) -> None:
+    """A decision report's tables (lists of records) as `tables/<name>.parquet`: SQL shows them as
+    `<label>_<name>`."""
+    for name, records in tables.items():
+        (folder / TABLES).mkdir(exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(records), folder / TABLES / f"{name}.parquet")
 
 
 def run_pipeline(config: PipelineConfig, executor: Executor | None = None) -> list[StepResult]:

@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from curate.dataset import Dataset
-from curate.rundir import RunDir
+from curate.rundir import TABLES, RunDir
 from curate.summary import StepSummary, run_steps
 
 
@@ -85,6 +85,9 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
         if step.artifacts is None:
             rejected = Dataset.open(step.rejected) if step.rejected else None
             _add_all_view(con, f"{step.label}_all", kept, rejected)
+            for table in sorted((step.rows / TABLES).glob("*.parquet")):  # a decision's own tables
+                con.execute(f"CREATE OR REPLACE VIEW {_quote(step.label + '_' + table.stem)} AS "
+                            f"SELECT * FROM {_files_sql([table])}")
     rows_steps = [s for s in graph if s.rows is not None and s.artifacts is None]
     if rows_steps:
         _add_view(con, "final", [Dataset.open(rows_steps[-1].rows)])

@@ -29,7 +29,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from curate.config import load_config  # noqa: E402
-from curate.executors import is_transient  # noqa: E402
+from curate.executors import is_transient, threads_for  # noqa: E402
 from curate.runner import Runner, StepResult  # noqa: E402
 from curate.stages.base import Resources  # noqa: E402
 
@@ -45,8 +45,9 @@ def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
 class PrefectExecutor:
     """Runs each call as a Prefect task run on the flow's task runner."""
 
-    def __init__(self, retries: int = 2):
+    def __init__(self, retries: int = 2, workers: int | None = None):
         self.retries = retries
+        self.workers = workers
 
     def _task(self, fn: Callable[..., Any]) -> Any:
         return task(fn, name=fn.__name__, retries=self.retries, retry_delay_seconds=1,
@@ -57,8 +58,13 @@ class PrefectExecutor:
         runnable = self._task(fn)
         if resources is not None:  # shown on the task runs in the UI; a Ray task runner places work by them
             runnable = runnable.with_options(tags={f"cpus={resources.cpus:g}", f"gpus={resources.gpus:g}"})
-        futures = [runnable.with_options(task_run_name=name).submit(*args)
-                   for args, name in zip(calls, names, strict=True)]
+        # At most as many in flight as the machine fits at the stage's declared need (one training per CPU box)
+        window = threads_for(self.workers, resources) if self.workers else len(calls)
+        futures: list[Any] = []
+        for i, (args, name) in enumerate(zip(calls, names, strict=True)):
+            if i >= window:
+                futures[i - window].wait()
+            futures.append(runnable.with_options(task_run_name=name).submit(*args))
         return [future.result() for future in futures]
 
     def call(self, fn: Callable[..., Any], args: tuple, name: str) -> Any:
@@ -66,10 +72,10 @@ class PrefectExecutor:
 
 
 @flow(name="curate-pipeline")
-def curate_pipeline(config_path: str, output: str | None = None) -> list[dict[str, Any]]:
+def curate_pipeline(config_path: str, output: str | None = None, workers: int | None = None) -> list[dict[str, Any]]:
     """Run the pipeline config at `config_path` (optionally writing to `output`)."""
     config = load_config(config_path, output=output)
-    results = Runner(config, PrefectExecutor(config.engine.retries)).run()
+    results = Runner(config, PrefectExecutor(config.engine.retries, workers or config.engine.workers)).run()
     return [asdict(r) for r in results]
 
 
@@ -80,4 +86,4 @@ def run_flow(config_path: str, output: str | None = None, workers: int | None = 
         task_runner=ThreadPoolTaskRunner(max_workers=workers or config.engine.workers),
         flow_run_name=f"curate-{config.name}",
     )
-    return [StepResult(**r) for r in runnable(config_path, output)]
+    return [StepResult(**r) for r in runnable(config_path, output, workers)]

@@ -25,7 +25,7 @@ import pydantic
 from pydantic import Field
 
 from curate.errors import CurateError
-from curate.models.lm_train import LMTrainConfig, load_causal_lm, save_model, start_token_id
+from curate.models.lm_train import LMTrainConfig, load_causal_lm, model_context, save_model, start_token_id
 from curate.models.sft_data import Example, build_batch, encode_examples, pack_rows
 
 log = logging.getLogger("curate")
@@ -198,6 +198,18 @@ def _build_model(config: FinetuneConfig, texts: list[str], out: Path, device: st
     return model, tokenizer, str(source.resolve()) if source.is_dir() else config.model
 
 
+def save_initial_model(config: FinetuneConfig, texts: list[str], out_dir: str | Path) -> Path:
+    """The model `finetune` would start from (scratch: a new GPT-2 and a tokenizer trained on `texts`), saved as a
+    Hugging Face folder: a fixed base that several fine-tunes can start from."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tokenizer, _ = _build_model(config, texts, out, "cpu")
+    context = model_context(model)
+    save_model(model, tokenizer, out, context)
+    shutil.rmtree(out / "_tokenizer", ignore_errors=True)
+    return out
+
+
 def _peak_memory_mb(device: str) -> float:
     import torch
 
@@ -233,7 +245,7 @@ def finetune(rows: Sequence[dict[str, Any]], out_dir: str | Path, config: Finetu
     texts = [r.get("text") or "" for r in rows]
     model, tokenizer, base = _build_model(config, texts, out, device)
     start, eos = start_token_id(tokenizer), tokenizer.eos_token_id
-    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    context = model_context(model)
     max_length = min(config.max_length, context) if context else config.max_length
     tokenizer.model_max_length = 1 << 60  # examples are cut to max_length here
     pad = next(i for i in (tokenizer.pad_token_id, eos, start, 0) if i is not None)

@@ -40,7 +40,7 @@ import numpy as np
 
 from curate.errors import CurateError
 from curate.models.embedder import resolve_device
-from curate.models.lm_train import load_causal_lm, start_token_id
+from curate.models.lm_train import load_causal_lm, model_context, start_token_id
 from curate.models.locate import named_model_identity
 
 log = logging.getLogger("curate")
@@ -82,8 +82,7 @@ class LMScorer:
         torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto" if self.device != "cpu" else None
         model_, self.tokenizer = load_causal_lm(self.name, "language model", torch_dtype)
         self.model = model_.to(self.device).eval()
-        config = self.model.config
-        context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+        context = model_context(self.model)
         self.max_length = min(max_length, context) if context else max_length
         self.token_budget = token_budget
         # Rows are cut to max_length here; the tokenizer's own limit would only warn about long texts.

@@ -95,6 +95,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path) 
     return tokenizer
 
 
+def model_context(model: Any) -> int | None:
+    """The model's context length in tokens (GPT-2's `n_positions`, others' `max_position_embeddings`)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
 def start_token_id(tokenizer: Any) -> int | None:
     """The token put before every document: BOS, or EOS for GPT-2 style tokenizers that have no BOS."""
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -217,7 +223,7 @@ def train_lm(texts: Sequence[str], out_dir: str | Path, config: LMTrainConfig = 
     start, eos = start_token_id(tokenizer), tokenizer.eos_token_id
     if start is None:
         raise CurateError(f"the tokenizer of {str(init)!r} has neither a BOS nor an EOS token to separate documents")
-    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    context = model_context(model)
     if context is not None and config.seq_len > context:
         raise CurateError(f"seq_len {config.seq_len} is longer than the model's context ({context} tokens)")
     # Long documents are packed into seq_len chunks, so the tokenizer's length limit would only warn.

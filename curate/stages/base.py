@@ -178,6 +178,8 @@ def apply_decision(table: pa.Table, decision: Decision, stage: str,
 class Rows(Protocol):
     """Random access to a stage's input rows by global position (for decisions that need text)."""
 
+    schema: pa.Schema
+
     def take(self, indices: np.ndarray, columns: Sequence[str]) -> pa.Table: ...
 
 
@@ -186,6 +188,7 @@ class TableRows:
 
     def __init__(self, table: pa.Table):
         self.table = table
+        self.schema = table.schema
 
     def take(self, indices: np.ndarray, columns: Sequence[str]) -> pa.Table:
         return self.table.select(list(columns)).take(pa.array(indices, pa.int64()))

@@ -32,7 +32,8 @@ in dataset order, so the same seed selects the same ids whatever the sharding or
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +42,8 @@ from pydantic import Field, model_validator
 
 from curate.embedding import EMBEDDING, check_embedding_type, embedding_matrix
 from curate.errors import CurateError
+from curate.models.finetune import FinetuneConfig
+from curate.models.locate import named_model_identity
 from curate.selection import (
     allocate_quotas,
     fraction_to_k,
@@ -48,7 +51,7 @@ from curate.selection import (
     quotas_from_weights,
     segmented_top_k,
 )
-from curate.stages.base import Decision, GlobalStage, Rows, register
+from curate.stages.base import Decision, GlobalStage, Rows, StageContext, register
 from curate.stages.clustering import KMeansParams
 
 log = logging.getLogger("curate")
@@ -71,11 +74,28 @@ class KMeansDiversityParams(KMeansParams):
     fraction: float | None = Field(None, ge=0, le=1)
     count: int | None = Field(None, ge=0)
     cluster_weights: list[float] | None = None
+    # iterative kMQ (§4.5): rounds > 1 fine-tunes and scores between rounds
+    rounds: int = Field(1, ge=1)
+    finetune: FinetuneConfig | None = None
+    score: Literal["loss_gap", "perplexity", "reward"] = "loss_gap"
+    reward_model: str | None = None
+    max_new_tokens: int = Field(256, ge=1)  # score: reward (the fine-tuned model's answers)
+    empty_cluster_weight: Literal["zero", "mean"] = "zero"
+    shrinkage: float | None = Field(None, gt=0)  # n0: pull noisy cluster means toward the mean of means
+    draw_size: Literal["budget", "repo"] = "budget"  # B/R per later round, or the repo's B/(R·K)
 
     @model_validator(mode="after")
     def _one_budget(self) -> KMeansDiversityParams:
         if (self.fraction is None) == (self.count is None):
             raise ValueError("give exactly one of 'fraction' and 'count'")
+        if self.rounds > 1:
+            if self.finetune is None:
+                raise ValueError("rounds > 1 fine-tunes between rounds: give `finetune` ({model: ...} or "
+                                 "{init: scratch, ...})")
+            if self.cluster_weights is not None:
+                raise ValueError("rounds > 1 computes the cluster weights: leave `cluster_weights` out")
+            if self.score == "reward" and not self.reward_model:
+                raise ValueError("score: reward needs `reward_model` (a folder or hub id)")
         w = self.cluster_weights
         if w is not None:
             if len(w) != self.clusters:
@@ -102,10 +122,26 @@ class KMeansDiversity(GlobalStage):
     name = "kmeans_diversity"
     Params = KMeansDiversityParams
     adds = ("cluster",)
+    report_file = "rounds.json"  # iterative kMQ: per round, the weights, draws and training
 
     def configure(self) -> None:
         quality = self.params.quality
         self.needs = ("id", EMBEDDING) + ((quality,) if quality and quality not in ("id", EMBEDDING) else ())
+        if self.params.rounds > 1:
+            self.needs += ("text",)
+            self.uses = ("prompt", "response", "messages")
+            self.adds = ("cluster", "kmq_round", "kmq_score")
+
+    def models(self) -> dict[str, str]:
+        p = self.params
+        named = {"finetune.model": p.finetune.model} if p.rounds > 1 and p.finetune and p.finetune.model else {}
+        return {**named, **({"reward_model": p.reward_model} if p.rounds > 1 and p.reward_model else {})}
+
+    def fingerprint_extra(self) -> dict[str, Any]:
+        return {key: named_model_identity(name) for key, name in self.models().items()}
+
+    def prepare(self, context: StageContext) -> dict[str, Any]:
+        return {"models": str(context.models_dir)} if self.params.rounds > 1 else {}
 
     def check_input(self, schema: pa.Schema) -> None:
         """The needed columns exist, embeddings are float lists and the quality column is numeric."""
@@ -132,6 +168,8 @@ class KMeansDiversity(GlobalStage):
         k = result.k
         sizes = np.bincount(result.assignment, minlength=k)
         budget = p.count if p.count is not None else fraction_to_k(p.fraction, n)
+        if p.rounds > 1:
+            return self._decide_rounds(labels, valid, k, budget, rows, rng)
         if p.cluster_weights is not None:
             if k != len(p.cluster_weights):
                 raise CurateError(f"{self.name}: {len(p.cluster_weights)} cluster_weights but only {k} clusters "
@@ -165,4 +203,26 @@ class KMeansDiversity(GlobalStage):
             details={"cluster_size": per_row(sizes if k else np.zeros(1, np.int64)),
                      "cluster_quota": per_row(quotas if k else np.zeros(1, np.int64)),
                      "n_clusters": pa.array(np.full(n, k, np.int32), pa.int32(), mask=keep)},
+        )
+
+    def _decide_rounds(self, labels: np.ndarray, valid: np.ndarray, k: int, budget: int, rows: Rows,
+                       rng: np.random.Generator) -> Decision:
+        """Iterative kMQ: the rows picked over `rounds` rounds (see `curate.stages.diversity_rounds`)."""
+        from curate.stages.diversity_rounds import Rounds
+
+        n = len(labels)
+        result = Rounds(self.params, rows, n, Path(self.prepared["models"])).run(labels, k, budget, rng)
+        keep = result.picked_in >= 0
+        reason = np.where(valid, 1, 2).astype(np.int8)
+        reason[keep] = 0
+        cluster = pa.array(labels.astype(np.int32), pa.int32(), mask=~valid)
+        table = [{"round": r["round"], "cluster": j, "weight": r["weights"][j], "scored": r["scored"][j],
+                  "mean_score": r["mean_score"][j], "picked": r["picked_per_cluster"][j]}
+                 for r in result.rounds[1:] for j in range(k)]
+        return Decision(
+            reason=_REASONS.take(pa.array(reason)),
+            adds={"cluster": cluster,
+                  "kmq_round": pa.array(result.picked_in.astype(np.int16), pa.int16(), mask=~keep),
+                  "kmq_score": pa.array(result.scores, pa.float64(), mask=np.isnan(result.scores))},
+            report={"rounds": result.rounds, "tables": {"rounds": table}},
         )

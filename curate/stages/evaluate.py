@@ -270,11 +270,10 @@ def held_out_accuracy(model: Any, tokenizer: Any, scored: list[tuple[dict[str, A
     started = time.perf_counter()
     from curate.answers import final_answer, same_answer
     from curate.models.generate import greedy_generate
-    from curate.models.lm_train import start_token_id
+    from curate.models.lm_train import model_context, start_token_id
     from curate.models.sft_data import prompt_ids
 
-    config = getattr(model, "config", None)
-    context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 4096
+    context = model_context(model) or 4096
     new = min(max_new_tokens, context // 2)
     start, eos = start_token_id(tokenizer), tokenizer.eos_token_id
     prompts = [prompt_ids(row, tokenizer, start) for row, _ in scored]
