@@ -51,7 +51,8 @@ def _quiet_prefect(verbose: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
-def _run(config_path: Path, output: Path | None, workers: int | None, no_prefect: bool, verbose: bool) -> Path:
+def _run(config_path: Path, output: Path | None, workers: int | None, no_prefect: bool, verbose: bool,
+         report: bool = True) -> Path:
     from curate.config import load_config
     from curate.console import RichProgress, console, stage_table
     from curate.summary import summarize_run
@@ -78,6 +79,10 @@ def _run(config_path: Path, output: Path | None, workers: int | None, no_prefect
     summaries = summarize_run(run_dir)
     console.print(stage_table(summaries, title=f"run {config.name!r} -> {run_dir}"))
     print_evaluations(summaries)
+    if report:
+        from curate.report import build_report
+
+        console.print(f"report: {build_report(run_dir)}", highlight=False)
     return run_dir
 
 
@@ -97,9 +102,10 @@ def run(
     workers: int = typer.Option(None, "--workers", "-w", help="parallel tasks (default: engine.workers)"),
     no_prefect: bool = typer.Option(False, "--no-prefect", help="run in-process without Prefect"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show curate's and Prefect's logs"),
+    no_report: bool = typer.Option(False, "--no-report", help="do not write report.html at the end"),
 ) -> None:
     """Run a pipeline config. Finished stages are skipped; interrupted ones resume."""
-    _run(config, output, workers, no_prefect, verbose)
+    _run(config, output, workers, no_prefect, verbose, report=not no_report)
 
 
 @app.command()
@@ -125,17 +131,23 @@ def demo(
     output: Path = typer.Option(Path("curate-demo"), "--output", "-o", help="run directory"),
     no_prefect: bool = typer.Option(False, "--no-prefect", help="run in-process without Prefect"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    no_report: bool = typer.Option(False, "--no-report", help="do not write report.html at the end"),
 ) -> None:
-    """Run the demo pipeline on the packaged demo corpus, then show what SQL can ask of it."""
+    """Run the demo pipeline on the packaged demo corpus (clean, dedup, score, select, mix, fine-tune, and evaluate
+    the selection against random subsets), show what SQL can ask of it, and write the HTML report."""
     from curate.console import arrow_table, console
     from curate.sql import query
 
     config = Path(str(resources.files("curate.configs") / "demo.yaml"))
-    run_dir = _run(config, output, None, no_prefect, verbose)
+    run_dir = _run(config, output, None, no_prefect, verbose, report=False)
     console.print("\n[bold]Ask the run with SQL[/] (DuckDB; one view per stage, plus rejected, final, manifest):")
     for question, sql in DEMO_QUERIES:
         console.print(f"\n[bold]{question}[/]\n  curate sql {run_dir} \"{sql}\"", highlight=False)
         console.print(arrow_table(query(run_dir, sql), max_rows=25))
+    if not no_report:
+        from curate.report import build_report
+
+        console.print(f"\n[bold]The report[/] (open it in a browser): {build_report(run_dir)}", highlight=False)
 
 
 @app.command()

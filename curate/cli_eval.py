@@ -70,3 +70,19 @@ def evaluate(
         _fail(error)
     console.print(f"added step {label!r} to the run's config: {extended}", highlight=False)
     _run(extended, None, None, no_prefect, verbose)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
+    """Write the run's HTML report (report.html in the run): steps, scores, clusters, embeddings, mixtures, the
+    closed-loop evaluation, sample rows, metadata. One file; it opens without a network."""
+    from curate.console import console
+    from curate.report import build_report
+
+    try:
+        if not (run_dir / "run.json").is_file():
+            raise CurateError(f"{run_dir} is not a run directory (it has no run.json)")
+        path = build_report(run_dir)
+    except CurateError as error:
+        _fail(error)
+    console.print(f"report: {path}", highlight=False)

@@ -4,7 +4,8 @@
 
 Deterministic (fixed seed). Writes pool.jsonl.zst (mixed-domain text with injected exact and near
 duplicates, junk rows, foreign-language rows and a few malformed lines), gsm8k.jsonl.zst (math
-instruction data with duplicates), target.jsonl.zst (other GSM8K problems: the target sample), p3.jsonl.zst
+instruction data with duplicates), target.jsonl.zst (other GSM8K problems: the target sample), heldout.jsonl.zst
+(100 more GSM8K problems: what evaluations measure on), p3.jsonl.zst
 (multi-task instruction data for the diversity recipe) and NOTICE.
 """
 
@@ -43,6 +44,9 @@ JUNK = [
     " ".join(["spam"] * 300),
     "lorem ipsum " * 80,
 ]
+
+
+HTML_ROW = '<script>alert(1)</script><img src=x onerror="alert(2)">'
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -87,6 +91,8 @@ def build_pool(data: Path, rng: random.Random) -> list[str]:
               '{"id": "demo-broken-002", "text": null}', "not json at all"]
     for line in broken:
         lines.insert(rng.randrange(len(lines)), line)
+    # a row that would run script if a report pasted text into HTML unescaped (the report test looks for it)
+    lines.insert(0, json.dumps({"id": "demo-html-000", "source": "demo/junk", "domain": "web", "text": HTML_ROW}))
     return lines
 
 
@@ -103,10 +109,10 @@ def build_p3(data: Path) -> list[str]:
     return [json.dumps({k: r[k] for k in keep}, ensure_ascii=False) for r in picked]
 
 
-def build_gsm8k(data: Path, rng: random.Random) -> tuple[list[str], list[str]]:
+def build_gsm8k(data: Path, rng: random.Random) -> tuple[list[str], list[str], list[str]]:
     rows = read_jsonl(data / "gsm8k" / "gsm8k_train.jsonl")
     rng.shuffle(rows)
-    pool, target = rows[:1200], rows[1200:1400]
+    pool, target, heldout = rows[:1200], rows[1200:1400], rows[1400:1500]
     pool = pool + [dict(r) for r in rng.sample(pool, 20)]  # exact duplicates, same source id
     for k, original in enumerate(rng.sample(pool[:1200], 20)):  # near duplicates: one number changed
         prompt = re.sub(r"\d+", lambda m: str(int(m.group()) + 1), original["prompt"], count=1)
@@ -114,7 +120,7 @@ def build_gsm8k(data: Path, rng: random.Random) -> tuple[list[str], list[str]]:
     rng.shuffle(pool)
     keep = ("id", "prompt", "response", "answer", "num_steps")
     dump = lambda r: json.dumps({k: r[k] for k in keep}, ensure_ascii=False)  # noqa: E731
-    return [dump(r) for r in pool], [dump(r) for r in target]
+    return [dump(r) for r in pool], [dump(r) for r in target], [dump(r) for r in heldout]
 
 
 NOTICE = """Demo corpus of curate: samples of public data sets, with injected duplicates and junk rows.
@@ -128,13 +134,13 @@ pool.jsonl.zst (pool_mixed: text chunks of six corpora)
 - MBPP (google-research/mbpp via OckBench/OckBench: data/mbpp.jsonl): CC BY 4.0
 - HumanEval (openai/human-eval: data/HumanEval.jsonl.gz): MIT
 - PubMedQA PQA-L (pubmedqa/pubmedqa: data/ori_pqal.json): MIT
-- rows with ids demo-junk-*, demo-foreign-*, demo-broken-* were written for this demo (CC0)
+- rows with ids demo-junk-*, demo-foreign-*, demo-broken-*, demo-html-* were written for this demo (CC0)
 
 p3.jsonl.zst (20 rows of each of 31 tasks of the P3 / T0 training mixture)
 - P3 via yizhongw/self-instruct: data/finetuning/t0_train_50k/data_per_template/*.jsonl: Apache-2.0;
   the underlying source data sets keep their own terms
 
-gsm8k.jsonl.zst, target.jsonl.zst
+gsm8k.jsonl.zst, target.jsonl.zst, heldout.jsonl.zst (disjoint GSM8K rows)
 - GSM8K train split (openai/grade-school-math: grade_school_math/data/train.jsonl): MIT,
   Copyright (c) 2021 OpenAI
 """
@@ -147,9 +153,10 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rng = random.Random(SEED)
     write_zst("pool.jsonl.zst", build_pool(args.data, rng))
-    gsm8k, target = build_gsm8k(args.data, rng)
+    gsm8k, target, heldout = build_gsm8k(args.data, rng)
     write_zst("gsm8k.jsonl.zst", gsm8k)
     write_zst("target.jsonl.zst", target)
+    write_zst("heldout.jsonl.zst", heldout)
     write_zst("p3.jsonl.zst", build_p3(args.data))
     (OUT / "NOTICE").write_text(NOTICE, encoding="utf-8")
 

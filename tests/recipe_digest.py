@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 
-def digest(run: Path) -> dict[str, dict]:
+def digest(run: Path, ignore: frozenset[str] = frozenset()) -> dict[str, dict]:
+    """`ignore`: ids left out (rows added to a recipe's data after the digests were recorded)."""
     out = {}
     for kind in ("stages", "rejected"):
         for folder in sorted((run / kind).iterdir()):
@@ -21,7 +22,7 @@ def digest(run: Path) -> dict[str, dict]:
             for t in tables:
                 ids = t.column("id").to_pylist() if "id" in t.column_names else [None] * t.num_rows
                 reasons = t.column("reason").to_pylist() if kind == "rejected" else [None] * t.num_rows
-                rows += [f"{i}\t{r}" for i, r in zip(ids, reasons, strict=True)]
+                rows += [f"{i}\t{r}" for i, r in zip(ids, reasons, strict=True) if i not in ignore]
             rows.sort()
             out[f"{kind}/{folder.name}"] = {"rows": len(rows), "columns": names,
                                             "sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest()}

@@ -221,6 +221,7 @@ class Stage:
     needs: tuple[str, ...] = ("id", "text")
     uses: tuple[str, ...] = ()
     adds: tuple[str, ...] = ()
+    report_score: ClassVar[str | None] = None  # the column the report shows as a histogram with the cut
     resources: Resources = Resources()
     requires: ClassVar[tuple[str, ...]] = ()
     inputs: ClassVar[Literal["one", "many"]] = "one"

@@ -92,6 +92,7 @@ class ColorFilter(GlobalStage):
     name = "color_filter"
     Params = ColorFilterParams
     adds = ("color_score",)
+    report_score = "color_score"
     keep_summaries = True
 
     def configure(self) -> None:

@@ -312,7 +312,8 @@ def summarize_arms(plan: dict[str, Any], results: list[dict[str, Any]]) -> dict[
     for name, entry in arms.items():
         if name != "random":
             entry["vs_random"] = closed_loop.paired(entry["heldout_loss"], random)
-    points = [(a["multiple"], a["mean"]) for a in arms.values() if a["kind"] == "random"]
+    # the whole pool is the largest random draw there is
+    points = [(a["multiple"], a["mean"]) for a in arms.values() if a["kind"] in ("random", "full")]
     unit_seconds = sum(r["seconds"] for r in results) + plan["seconds"]
     # the trainings' loops (with their held-out loss points) and the accuracy generations are the work itself
     work_seconds = sum(r["train_seconds"] + r.get("accuracy_seconds", 0.0) for r in results)

@@ -42,6 +42,7 @@ class Language(MapStage):
     Params = LanguageParams
     needs = ("text",)
     adds = ("language", "language_score")
+    report_score = "language_score"
     requires = ("fasttext",)
     resources = Resources(cpus=1, memory_gb=0.5)
 

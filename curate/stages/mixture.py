@@ -143,10 +143,11 @@ class Mixture(GlobalStage):
     def graph_defaults(self, readers: Sequence[Any]) -> dict[str, Any]:
         if self.params.tokenizer is not None:
             return {}
-        for reader in readers:
-            model = reader.params.get("model") if reader.name == "finetune" else None
+        for reader in readers:  # a fine-tune, or an evaluation whose arms fine-tune, of a named model
+            model = (reader.params.get("model") if reader.name == "finetune" else
+                     (reader.params.get("finetune") or {}).get("model") if reader.name == "evaluate" else None)
             if model:
-                return {"tokenizer": model, "tokenizer_from": f"finetune step {reader.label!r}"}
+                return {"tokenizer": model, "tokenizer_from": f"{reader.name} step {reader.label!r}"}
         return {}
 
     def summary_params(self) -> dict[str, Any]:

@@ -139,6 +139,7 @@ class Perplexity(GlobalStage):
     name = "perplexity"
     Params = PerplexityParams
     adds = ("ppl",)
+    report_score = "ppl"
     keep_summaries = True
 
     def configure(self) -> None:
