@@ -309,7 +309,10 @@ class Runner:
         name = getattr(REGISTRY[step.stage], "report_file", None) if step.stage in REGISTRY else None
         if report.is_file() and name:  # before the manifests: a finished step always has its report
             shutil.copyfile(report, step.out_dir / name)
-            write_report_tables(step.out_dir, json.loads(report.read_text()).get("tables", {}))
+            content = json.loads(report.read_text())
+            write_report_tables(step.out_dir, content.get("tables", {}))
+            if content.get("summary"):  # a short account for the manifest (iterative kMQ's rounds)
+                stats["decision"] = content["summary"]
         write_manifest(step.rejected_dir, rejected, schema=None if rejected else REJECTED_COLUMNS, **common)
         done = write_manifest(step.out_dir, kept, schema=schema, **common)
         if step.kind != "ingest" and rows_out:

@@ -224,5 +224,8 @@ class KMeansDiversity(GlobalStage):
             adds={"cluster": cluster,
                   "kmq_round": pa.array(result.picked_in.astype(np.int16), pa.int16(), mask=~keep),
                   "kmq_score": pa.array(result.scores, pa.float64(), mask=np.isnan(result.scores))},
-            report={"rounds": result.rounds, "tables": {"rounds": table}},
+            report={"rounds": result.rounds, "tables": {"rounds": table},
+                    "summary": {"rounds": [{k: r.get(k) for k in ("round", "trained_on", "picked", "train_loss")}
+                                           | {"weights": [round(w, 4) for w in r.get("weights", [])]}
+                                           for r in result.rounds]}},
         )

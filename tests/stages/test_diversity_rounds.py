@@ -99,6 +99,10 @@ def test_rounds_through_the_runner_report_weights_and_sql(tmp_path, monkeypatch)
                                       "ORDER BY cluster").to_pylist()
     assert len(rounds) == 4 and sum(r["picked"] for r in rounds) == 16
     assert [r["weight"] for r in rounds] == pytest.approx(weights)
+    manifest = json.loads((tmp_path / "iter" / "stages" / "02-kmeans_diversity" / "_manifest.json").read_text())
+    summary = manifest["stats"]["decision"]["rounds"]
+    assert [r["round"] for r in summary] == [0, 1] and summary[1]["trained_on"] == 16
+    assert summary[1]["weights"] == pytest.approx(weights, abs=1e-4)
 
 
 @pytest.mark.parametrize(("bad", "message"), [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,22 +173,23 @@ def test_curate_evaluate_adds_an_evaluation_to_a_finished_run(tmp_path):
     data["stages"] = data["stages"][:1]  # the selection only
     run_pipeline(parse_config(data, base_dir=tmp_path))
     run = tmp_path / "run"
-    cli = [sys.executable, "-m", "curate.cli"]
-    none = subprocess.run([*cli, "evaluate", str(run)], cwd=ROOT, capture_output=True, text=True)
+    # the installed entry point (`python -m curate.cli` would not see the commands other modules register)
+    cli = [shutil.which("curate", path=str(Path(sys.executable).parent)) or "curate"]
+    wide = {**os.environ, "COLUMNS": "200"}  # messages on one line
+    none = subprocess.run([*cli, "evaluate", str(run)], cwd=ROOT, capture_output=True, text=True, env=wide)
     assert none.returncode == 2 and "no finished evaluate step" in none.stdout
     settings = tmp_path / "ft.yaml"
     settings.write_text(json.dumps(TINY))
     added = subprocess.run([*cli, "evaluate", str(run), "--selection", "math", "--pool", "ingest", "--finetune",
                             str(settings), "--seeds", "2", "--random-multiples", "2", "--no-prefect"],
-                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "COLUMNS": "160"})
+                           cwd=ROOT, capture_output=True, text=True, env=wide)
     assert added.returncode == 0, added.stdout + added.stderr
     out = results(run)
     assert list(out["arms"]) == ["selection", "random", "random_x2"] and out["arms"]["random"]["seeds"] == [0, 1]
     assert "closed-loop evaluation 'evaluate'" in added.stdout and "data efficiency" in added.stdout
     assert (run / "report.html").is_file()
-    shown = subprocess.run([*cli, "evaluate", str(run)], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "COLUMNS": "160"})
+    shown = subprocess.run([*cli, "evaluate", str(run)], cwd=ROOT, capture_output=True, text=True, env=wide)
     assert shown.returncode == 0 and "random_x2" in shown.stdout
     bad = subprocess.run([*cli, "evaluate", str(run), "--selection", "math", "--pool", "nowhere", "--finetune",
-                          str(settings), "--no-prefect"], cwd=ROOT, capture_output=True, text=True)
+                          str(settings), "--no-prefect"], cwd=ROOT, capture_output=True, text=True, env=wide)
     assert bad.returncode == 2 and "unknown label 'nowhere'" in bad.stdout
