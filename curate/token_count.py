@@ -33,14 +33,9 @@ class TokenCounter:
         self._tokenizer: Any = None
         self._lock = threading.Lock()  # HF fast tokenizers may reconfigure themselves per call
         if tokenizer is not None:
-            from transformers import AutoTokenizer
+            from curate.models.locate import load_tokenizer
 
-            from curate.models.locate import load_named, model_source
-
-            where = model_source(tokenizer, "tokenizer")
-            self._tokenizer = load_named(lambda: AutoTokenizer.from_pretrained(where.source), "tokenizer",
-                                         where.what, where.hint)
-            self._tokenizer.model_max_length = 1 << 60  # counting only: long texts are not an error here
+            self._tokenizer = load_tokenizer(tokenizer)  # counting only: long texts are not an error here
 
     def count(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         if self._tokenizer is None:

@@ -144,3 +144,14 @@ def load_named(load: Callable[[], T], role: str, what: str, hint: str = "") -> T
     except Exception as error:  # any loader failure: name the model first, then the cause
         cause = " ".join(str(error).split())
         raise CurateError(f"could not load the {role} {what}.{hint} Cause: {type(error).__name__}: {cause}") from error
+
+
+def load_tokenizer(name: str, role: str = "tokenizer") -> Any:
+    """A tokenizer by folder or hub id, with no length limit (callers cut texts themselves); a CurateError naming
+    it when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    where = model_source(name, role)
+    tokenizer = load_named(lambda: AutoTokenizer.from_pretrained(where.source), role, where.what, where.hint)
+    tokenizer.model_max_length = 1 << 60
+    return tokenizer

@@ -33,7 +33,7 @@ from curate import closed_loop
 from curate.dataset import atomic_write_text
 from curate.errors import CurateError
 from curate.models.finetune import METRICS_FILE, FinetuneConfig, finetune
-from curate.models.locate import named_model_identity
+from curate.models.locate import load_tokenizer, named_model_identity
 from curate.stages.base import ArtifactStage, Params, Resources, StageContext, register
 
 TRAINING_COLUMNS = ("text", "prompt", "response", "messages")
@@ -135,7 +135,7 @@ class Evaluate(ArtifactStage):
         datasets = dict(zip(context.input.labels, context.input.datasets, strict=True))
         selection_label = context.input.labels[0]
         tokenizer = self._shared_tokenizer(datasets[p.pool], out_dir)
-        loaded = load_tokenizer(tokenizer)
+        loaded = load_tokenizer(tokenizer, "tokenizer")
         counts = {label: self._count(loaded, datasets[label]) for label in datasets}
         budget = float(counts[selection_label].sum())
         if budget == 0:
@@ -324,18 +324,6 @@ def summarize_arms(plan: dict[str, Any], results: list[dict[str, Any]]) -> dict[
         "seconds": round(unit_seconds, 3), "train_and_measure_seconds": round(work_seconds, 3),
         "overhead_share": round((unit_seconds - work_seconds) / unit_seconds, 4) if unit_seconds else None,
     }
-
-
-def load_tokenizer(name: str) -> Any:
-    """A tokenizer by folder or hub id (a CurateError naming it when it cannot be loaded)."""
-    from transformers import AutoTokenizer
-
-    from curate.models.locate import load_named, model_source
-
-    where = model_source(name, "tokenizer")
-    tokenizer = load_named(lambda: AutoTokenizer.from_pretrained(where.source), "tokenizer", where.what, where.hint)
-    tokenizer.model_max_length = 1 << 60  # examples are cut to max_length when counted
-    return tokenizer
 
 
 def _cuda() -> bool:
