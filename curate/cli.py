@@ -1,5 +1,5 @@
 """The `curate` command line: run, validate, demo, sql, inspect, export; evaluate and report (`cli_eval`); train-lm
-and finetune (`cli_train`)."""
+and finetune (`cli_train`); budget (`cli_budget`)."""
 
 from __future__ import annotations
 
@@ -236,7 +236,7 @@ def export(
     console.print(f"exported {rows:,} rows of {label!r} as {used} records ({fmt.value}) to {folder}", highlight=False)
 
 
-from curate import cli_eval, cli_train  # noqa: E402,F401  (register evaluate, report, train-lm, finetune)
+from curate import cli_budget, cli_eval, cli_train  # noqa: E402,F401  (register their commands)
 
 if __name__ == "__main__":
     app()

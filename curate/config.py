@@ -62,6 +62,14 @@ class InputSpec(_Strict):
         return [self.path] if isinstance(self.path, str) else list(self.path)
 
 
+class TargetSpec(InputSpec):
+    """One target dataset: an input, with a `name` (default `target`, or `target_<i>` in a list) and a `weight`
+    (its share when there are several: GOT-D's target mass, DSIR's mixture, CoLoR-Filter's union)."""
+
+    name: str | None = None
+    weight: float = Field(1.0, gt=0)
+
+
 class HeldoutSplit(_Strict):
     """`heldout: {split_from_target: 0.3, seed: 0}`: hold out a seeded share of the target's rows."""
 
@@ -107,7 +115,7 @@ class StageSpec(BaseModel):
 class PipelineConfig(_Strict):
     name: str
     inputs: list[InputSpec] = Field(min_length=1)
-    target: InputSpec | None = None
+    target: TargetSpec | list[TargetSpec] | None = None  # one dataset, or several with names and weights
     heldout: HeldoutSpec | None = None  # rows only measured on, never read by a selection stage
     output: str
     engine: EngineSpec = Field(default_factory=EngineSpec)
@@ -119,6 +127,14 @@ class PipelineConfig(_Strict):
     def stage_specs(self) -> list[StageSpec]:
         """The validated `stages` entries, in order."""
         return list(self._specs)
+
+    def targets(self) -> list[TargetSpec]:
+        """The target datasets as a list, each with its name set."""
+        if self.target is None:
+            return []
+        listed = self.target if isinstance(self.target, list) else [self.target]
+        default = (lambda i: "target") if len(listed) == 1 else (lambda i: f"target_{i}")
+        return [t.model_copy(update={"name": t.name or default(i)}) for i, t in enumerate(listed)]
 
     def resolve(self, path: str) -> str:
         return path if Path(path).is_absolute() else str(Path(self.base_dir) / path)
@@ -135,7 +151,9 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
     """The pydantic model that owns the key at `loc` (for listing the allowed keys)."""
     if root is PipelineConfig and loc and loc[0] == "heldout":
         return HeldoutSplit if "split" in loc[1:2] else InputSpec
-    if root is PipelineConfig and loc and loc[0] in ("inputs", "target"):
+    if root is PipelineConfig and loc and loc[0] == "target":
+        return TargetSpec
+    if root is PipelineConfig and loc and loc[0] == "inputs":
         return InputSpec
     if root is PipelineConfig and loc and loc[0] == "engine":
         return EngineSpec
@@ -228,13 +246,28 @@ def _graph_problems(specs: list[StageSpec]) -> list[str]:
     return problems
 
 
+def _ancestors(spec: StageSpec, by_label: dict[str, StageSpec]) -> list[StageSpec]:
+    """The steps upstream of `spec`, nearest first (breadth-first along `from:`)."""
+    found: dict[str, StageSpec] = {}
+    frontier = list(spec.parents)
+    while frontier:
+        nxt = []
+        for label in frontier:
+            if label in by_label and label not in found:
+                found[label] = by_label[label]
+                nxt += by_label[label].parents
+        frontier = nxt
+    return list(found.values())
+
+
 def _graph_defaults(specs: list[StageSpec]) -> list[StageSpec]:
-    """Parameters a stage fills in from the steps that read it (a mixture counts tokens with the tokenizer of
-    the fine-tuning step that trains on it)."""
+    """Parameters a stage fills in from the steps around it: a mixture counts tokens with the tokenizer of the
+    fine-tuning step that trains on it; GOT-D embeds its target as the `embed` step upstream did."""
+    by_label = {s.label: s for s in specs}
     out = []
     for spec in specs:
         readers = [s for s in specs if spec.label in s.parents]
-        updates = REGISTRY[spec.name](spec.params).graph_defaults(readers)
+        updates = REGISTRY[spec.name](spec.params).graph_defaults(readers, _ancestors(spec, by_label))
         if updates:
             params = REGISTRY[spec.name].Params.model_validate({**spec.params, **updates}).model_dump(mode="json")
             spec = spec.model_copy(update={"params": params})
@@ -264,8 +297,8 @@ def _stage_needs(where: str, stage: Any, config: PipelineConfig) -> list[str]:
 def _check_paths(config: PipelineConfig) -> list[str]:
     problems = []
     named = [(f"inputs[{i}]", s) for i, s in enumerate(config.inputs)]
-    if config.target is not None:
-        named.append(("target", config.target))
+    listed = isinstance(config.target, list)
+    named += [(f"target[{i}]" if listed else "target", t) for i, t in enumerate(config.targets())]
     if isinstance(config.heldout, InputSpec):
         named.append(("heldout", config.heldout))
     for where, spec in named:
@@ -296,6 +329,12 @@ def parse_config(data: Any, base_dir: str | Path = ".", output: str | None = Non
     if isinstance(config.heldout, HeldoutSplit) and config.target is None:
         raise ConfigError("heldout.split_from_target: splits the `target:` sample, but the config has none; give "
                           "`target:` or held-out rows of their own (`heldout: {path: ...}`)")
+    if isinstance(config.target, list):
+        if not config.target:
+            raise ConfigError("target: an empty list; give one dataset, or a list of datasets with weights")
+        names = [t.name for t in config.targets()]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"target: names must differ, got {names}")
     specs, problems = _validate_stages(config.stages)
     if not problems:
         specs = _graph_defaults(specs)
@@ -331,8 +370,11 @@ def resolved_config(config: PipelineConfig) -> dict[str, Any]:
     where `curate run <run>/config.yaml` repeats the run."""
     data = config.model_dump(mode="json", exclude={"stages", "base_dir"})
     held = [data["heldout"]] if isinstance(config.heldout, InputSpec) else []
-    for spec in data["inputs"] + ([data["target"]] if data.get("target") else []) + held:
-        paths = [str(Path(config.resolve(p)).resolve()) for p in InputSpec.model_validate(spec).paths()]
+    target = data.get("target")
+    targets = (target if isinstance(target, list) else [target]) if target else []
+    for spec in data["inputs"] + targets + held:
+        paths = [str(Path(config.resolve(p)).resolve()) for p in ([spec["path"]] if isinstance(spec["path"], str)
+                                                                   else spec["path"])]
         spec["path"] = paths[0] if isinstance(spec["path"], str) else paths
     data["output"] = str(config.output_dir().resolve())
     data["stages"] = [{s.name: {"label": s.label, "from": list(s.inputs_from) if len(s.inputs_from) > 1

@@ -19,7 +19,7 @@ from curate import __version__
 from curate.config import HeldoutSplit, InputSpec, PipelineConfig
 from curate.graph import INGEST, topological_order
 from curate.hashing import fingerprint
-from curate.io.sources import InputUnit, plan_units, units_for
+from curate.io.sources import InputUnit, plan_units, target_units, units_for
 from curate.rundir import RunDir
 from curate.stages import REGISTRY
 from curate.stages.base import Resources, Stage
@@ -111,7 +111,7 @@ def _sample_steps(config: PipelineConfig, run: RunDir) -> tuple[list[Step], Path
     target = heldout = None
     split = config.heldout if isinstance(config.heldout, HeldoutSplit) else None
     if config.target is not None:
-        units = units_for(config.target, "target", config)
+        units = target_units(config)
         ingested = _ingest_step("target", units, config, run.target_all if split else run.target,
                                 run.target_rejected)
         steps.append(ingested)

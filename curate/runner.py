@@ -306,7 +306,8 @@ class Runner:
         common = {"fingerprint": step.fingerprint, "parents": parents, "stage": step.label,
                   "config": {"stage": step.stage, **step.params}, "stats": stats}
         report = step.out_dir / WORK / "report.json"
-        name = getattr(REGISTRY[step.stage], "report_file", None) if step.stage in REGISTRY else None
+        name = (getattr(REGISTRY[step.stage], "report_file", None) or "decision.json") if step.stage in REGISTRY \
+            else None
         if report.is_file() and name:  # before the manifests: a finished step always has its report
             shutil.copyfile(report, step.out_dir / name)
             content = json.loads(report.read_text())

@@ -5,7 +5,8 @@
   (Gumbel-top-k: the top k of `log_w + G`, G standard Gumbel = sequential sampling without replacement).
 - `segmented_top_k(keys, groups, quotas)` / `segmented_gumbel_top_k(...)`: the same inside every group
   (cluster) at once, with one sort by (group, key) and no loop over groups.
-- `fraction_to_k(fraction, n)`: `floor(fraction * n)`, as the reference repos do.
+- `fraction_to_k(fraction, n)`: `floor(fraction * n)`, as the reference repos do; `budget_to_k` for a `Budget`
+  (a count, or a fraction of the rows).
 - `allocate_quotas(sizes, budget, mode, redistribute)`: per-cluster quotas, `equal` (kMQ's code:
   `min(floor(B/K), |C_j|)`) or `proportional` (`floor(B·|C_j|/N)`); `redistribute` hands the shortfall
   to clusters with room left (our improvement; off in the repo).
@@ -20,9 +21,10 @@ qualities cannot overflow and no per-cluster max has to be subtracted for sampli
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import AfterValidator
 
 QuotaMode = Literal["equal", "proportional"]
 
@@ -105,6 +107,30 @@ def segmented_gumbel_top_k(log_w: np.ndarray, groups: np.ndarray, quotas: np.nda
             raise ValueError("give either rng or noise")
         noise = gumbel_noise(rng, len(log_w))
     return segmented_top_k(log_w + noise, groups, quotas)
+
+
+def _check_budget(value: int | float | str) -> int | float | str:
+    if value == "auto":
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a budget is a count (an integer >= 1) or a fraction (a float in (0, 1])")
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"a count budget must be >= 1, got {value}")
+    if isinstance(value, float) and not 0 < value <= 1:
+        raise ValueError(f"a fraction budget must be in (0, 1], got {value}; give a count as an integer")
+    return value
+
+
+# How many rows a selection keeps: a count (int), a fraction of its input rows (float), or `auto` (the compute-aware
+# recommendation of curate.scaling, from the stage's `compute:` settings).
+Budget = Annotated[int | float | Literal["auto"], AfterValidator(_check_budget)]
+
+
+def budget_to_k(budget: int | float, n: int) -> int:
+    """Rows to keep of n: min(count, n), or floor(fraction · n)."""
+    if budget == "auto":
+        raise ValueError("an `auto` budget is resolved from the scores (curate.scaling.auto_budget)")
+    return min(int(budget), n) if isinstance(budget, int) else fraction_to_k(float(budget), n)
 
 
 def fraction_to_k(fraction: float, n: int) -> int:

@@ -63,7 +63,7 @@ def hash_strings(values: pa.Array, seed: int = 0) -> np.ndarray:
     return unique[encoded.indices.to_numpy()]
 
 
-def _finalize(h: np.ndarray) -> np.ndarray:
+def finalize_hash(h: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser: full avalanche, so combined hashes behave like independent random values."""
     h = h ^ (h >> np.uint64(30))
     h = h * np.uint64(0xBF58476D1CE4E5B9)
@@ -85,7 +85,7 @@ def ngram_hashes(word_hashes: np.ndarray, offsets: np.ndarray, n: int,
         if total >= n:
             h = word_hashes[: total - n + 1].copy()
             for j in range(1, n):
-                h = _finalize(h * _MIX + word_hashes[j: total - n + 1 + j])
+                h = finalize_hash(h * _MIX + word_hashes[j: total - n + 1 + j])
         else:
             h = np.zeros(0, np.uint64)
         doc_of_start = np.repeat(np.arange(len(counts)), counts)[: len(h)]
@@ -100,7 +100,7 @@ def ngram_hashes(word_hashes: np.ndarray, offsets: np.ndarray, n: int,
                 extra = word_hashes[start].copy()
                 for j in range(1, n - 1):
                     more = np.flatnonzero(length > j)
-                    extra[more] = _finalize(extra[more] * _MIX + word_hashes[start[more] + j])
+                    extra[more] = finalize_hash(extra[more] * _MIX + word_hashes[start[more] + j])
                 hashes = np.concatenate([hashes, extra])
                 docs = np.concatenate([docs, short])
                 order = np.argsort(docs, kind="stable")
@@ -112,7 +112,7 @@ def _combine(word_hashes: np.ndarray) -> np.uint64:
     h = word_hashes[0]
     with np.errstate(over="ignore"):
         for value in word_hashes[1:]:
-            h = _finalize(np.array([h * _MIX + value], np.uint64))[0]
+            h = finalize_hash(np.array([h * _MIX + value], np.uint64))[0]
     return np.uint64(h)
 
 
@@ -131,7 +131,7 @@ def iter_ngram_hashes(word_hashes: np.ndarray, offsets: np.ndarray,
     with np.errstate(over="ignore"):
         for n in range(1, (wanted[-1] if wanted else 0) + 1):
             if n > 1:
-                h = _finalize(h[:-1] * _MIX + word_hashes[n - 1:])
+                h = finalize_hash(h[:-1] * _MIX + word_hashes[n - 1:])
             if n in wanted:
                 starts = np.flatnonzero(np.arange(total - n + 1) + n <= doc_end[: max(total - n + 1, 0)])
                 yield n, h[starts], starts

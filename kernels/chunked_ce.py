@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import IGNORE_INDEX
+from .common import IGNORE_INDEX, triton_available
 
 __all__ = ["IGNORE_INDEX", "sequence_nll", "token_nll", "token_nll_reference"]
 # what tl.dot takes; anything else (e.g. float64) stays on the reference
@@ -56,12 +56,6 @@ def token_nll_reference(hidden: torch.Tensor, weight: torch.Tensor, labels: torc
         del logits  # free this tile before the next tile's matmul allocates its own: one tile alive, not two
     nll = running_max + torch.log(running_sum) - target
     return torch.where(valid, nll, torch.zeros_like(nll))
-
-
-def triton_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("triton") is not None
 
 
 def token_nll(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,

@@ -6,7 +6,8 @@ Deterministic (fixed seed). Writes pool.jsonl.zst (mixed-domain text with inject
 duplicates, junk rows, foreign-language rows and a few malformed lines), gsm8k.jsonl.zst (math
 instruction data with duplicates), target.jsonl.zst (other GSM8K problems: the target sample), heldout.jsonl.zst
 (100 more GSM8K problems: what evaluations measure on), p3.jsonl.zst
-(multi-task instruction data for the diversity recipe) and NOTICE.
+(multi-task instruction data for the diversity recipe), mmlu_pool.jsonl.zst and mmlu_target.jsonl.zst
+(MMLU-Redux questions: all subjects, and a medical target) and NOTICE.
 """
 
 from __future__ import annotations
@@ -123,6 +124,29 @@ def build_gsm8k(data: Path, rng: random.Random) -> tuple[list[str], list[str], l
     return [dump(r) for r in pool], [dump(r) for r in target], [dump(r) for r in heldout]
 
 
+MEDICAL = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "high_school_biology",
+           "medical_genetics", "nutrition", "professional_medicine", "virology")
+
+
+def build_mmlu(data: Path) -> tuple[list[str], list[str]]:
+    """MMLU-Redux for target-directed selection: 10 rows of every subject for the pool, and 15 other rows of each
+    medical/biology subject (`MEDICAL`) for the target (seed 5)."""
+    rows = read_jsonl(data / "mmlu_redux" / "mmlu_redux.jsonl")
+    rng = random.Random(5)
+    by_subject: dict[str, list[dict]] = {}
+    for row in rows:
+        by_subject.setdefault(row["subject"], []).append(row)
+    pool, target = [], []
+    for subject in sorted(by_subject):
+        picked = rng.sample(by_subject[subject], 25 if subject in MEDICAL else 10)
+        pool += picked[:10]
+        target += picked[10:]
+    rng.shuffle(pool)
+    keep = ("id", "subject", "prompt", "response", "answer")
+    dump = lambda r: json.dumps({k: r[k] for k in keep}, ensure_ascii=False)  # noqa: E731
+    return [dump(r) for r in pool], [dump(r) for r in target]
+
+
 NOTICE = """Demo corpus of curate: samples of public data sets, with injected duplicates and junk rows.
 Built by scripts/make_demo_data.py from these sources (origin repository: path; license):
 
@@ -143,6 +167,10 @@ p3.jsonl.zst (20 rows of each of 31 tasks of the P3 / T0 training mixture)
 gsm8k.jsonl.zst, target.jsonl.zst, heldout.jsonl.zst (disjoint GSM8K rows)
 - GSM8K train split (openai/grade-school-math: grade_school_math/data/train.jsonl): MIT,
   Copyright (c) 2021 OpenAI
+
+mmlu_pool.jsonl.zst (10 rows of each of 57 subjects), mmlu_target.jsonl.zst (15 other rows of each of 9
+medical and biology subjects)
+- MMLU-Redux (aryopg/mmlu-redux: mmlu_redux/mmlu_*.csv): CC BY 4.0; MMLU itself (hendrycks/test): MIT
 """
 
 
@@ -158,6 +186,9 @@ def main() -> None:
     write_zst("target.jsonl.zst", target)
     write_zst("heldout.jsonl.zst", heldout)
     write_zst("p3.jsonl.zst", build_p3(args.data))
+    mmlu_pool, mmlu_target = build_mmlu(args.data)
+    write_zst("mmlu_pool.jsonl.zst", mmlu_pool)
+    write_zst("mmlu_target.jsonl.zst", mmlu_target)
     (OUT / "NOTICE").write_text(NOTICE, encoding="utf-8")
 
 

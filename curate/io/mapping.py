@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from curate.hashing import content_ids
 from curate.io.readers import decode_utf8
 from curate.io.sources import InputUnit
+from curate.targets import TARGET_NAME, TARGET_WEIGHT
 
 CONTRACT = ("id", "source", "text", "prompt", "response", "answer", "messages")
 TEXT_FIELDS = ("text", "prompt", "response")
@@ -201,6 +202,9 @@ def map_chunk(table: pa.Table, unit: InputUnit) -> tuple[pa.Table, pa.Array]:
     for name in ("prompt", "response", "answer", "messages"):
         if name in out:
             columns[name] = out[name]
+    if unit.target:  # a target file: which target, with what weight (curate.targets)
+        columns[TARGET_NAME] = pa.array([unit.target] * n, pa.string())
+        columns[TARGET_WEIGHT] = pa.array([unit.target_weight] * n, pa.float64())
     for name in table.column_names:
         if name not in used:
             columns[f"{name}_original" if name in columns else name] = table.column(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from curate.config import InputSpec, PipelineConfig
@@ -37,6 +37,8 @@ class InputUnit:
     fields: tuple[tuple[str, str], ...]  # explicit field mapping (contract name, source column)
     split: str | None = None
     delimiter: str = ","
+    target: str = ""  # the target this file belongs to (target files only): rows get `target_name`/`target_weight`
+    target_weight: float = 1.0
 
     @property
     def stem(self) -> str:
@@ -115,6 +117,16 @@ def units_for(spec: InputSpec, where: str, config: PipelineConfig, start: int = 
                 add(str(file), fmt, compression)
     if spec.split is not None and not units:
         raise ConfigError(f"{where}.split: no split named {spec.split!r} in {spec.paths()}")
+    return units
+
+
+def target_units(config: PipelineConfig) -> list[InputUnit]:
+    """The files of every target dataset, numbered in order, each tagged with its target's name and weight."""
+    units: list[InputUnit] = []
+    listed = isinstance(config.target, list)
+    for i, spec in enumerate(config.targets()):
+        found = units_for(spec, f"target[{i}]" if listed else "target", config, start=len(units))
+        units += [replace(u, target=spec.name or "target", target_weight=spec.weight) for u in found]
     return units
 
 

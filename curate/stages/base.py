@@ -222,6 +222,7 @@ class Stage:
     uses: tuple[str, ...] = ()
     adds: tuple[str, ...] = ()
     report_score: ClassVar[str | None] = None  # the column the report shows as a histogram with the cut
+    higher_is_better: ClassVar[bool] = True  # the direction of `report_score` (`curate budget` ranks by it)
     resources: Resources = Resources()
     requires: ClassVar[tuple[str, ...]] = ()
     inputs: ClassVar[Literal["one", "many"]] = "one"
@@ -276,9 +277,10 @@ class Stage:
         so that a re-run redoes the stage when it changes. Cheap: called when a run is planned."""
         return {}
 
-    def graph_defaults(self, readers: Sequence[Any]) -> dict[str, Any]:
-        """Parameter values taken from the steps that read this one (their `StageSpec`s), for parameters the
-        config left unset; e.g. a mixture counts tokens with the tokenizer of the model trained on it."""
+    def graph_defaults(self, readers: Sequence[Any], ancestors: Sequence[Any] = ()) -> dict[str, Any]:
+        """Parameter values taken from the steps that read this one, or from those upstream of it (nearest
+        first; both as `StageSpec`s), for parameters the config left unset; e.g. a mixture counts tokens with
+        the tokenizer of the model trained on it."""
         return {}
 
     def reads_steps(self) -> tuple[str, ...]:

@@ -5,11 +5,12 @@ Two auxiliary LMs score every row:
   (`prior.fraction`, at most `prior.max_rows`) of the stage's input, standing in for D_prior;
 - the conditional model: `conditional.model`, or the prior fine-tuned on the run's `target:` sample for
   `conditional.epochs` (1) with a fresh optimizer (`lr`, `warmup_steps`, `batch_size`) — a fine-tune of the
-  prior, so the score is a loss *reduction* (§1.3).
+  prior, so the score is a loss *reduction* (§1.3). With several targets it trains on their weighted union.
 
 `color_score = L_prior - L_cond` over the scored tokens (`reduction: mean`, the default for variable-length
 SFT data, or `sum`); `part: response` scores the response given the prompt. Higher is better (§1.4).
-Selection keeps k = int(N / `tau`) rows: `mode: global` the top k of all scores (§1.5); `mode: batched`
+Selection keeps k = int(N / `tau`) rows (`tau: auto`: the score quantile buckets the scaling law recommends for
+`compute:`, docs/methods.md §8): `mode: global` the top k of all scores (§1.5); `mode: batched`
 shuffles rows (seed) into windows of tau * `batch` rows and keeps the top 1/tau of each. Ties: lower position.
 Adds `color_score` to every row; others are dropped with `not_selected` (rows without scored tokens with
 `too_few_tokens`). Both models are saved under the run's `models/`; scores are kept under `scores/`, so a
@@ -22,10 +23,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curate.models.lm_train import LMTrainConfig
 from curate.models.locate import named_model_identity
+from curate.scaling import ComputeParams, auto_budget, needs_compute
 from curate.selection import top_k
 from curate.stages.base import Decision, GlobalStage, Params, Rows, StageContext, register
 from curate.stages.lm_scoring import (
@@ -35,6 +37,8 @@ from curate.stages.lm_scoring import (
     score_table,
     training_texts,
 )
+from curate.targets import TARGET_NAME, TARGET_WEIGHT, weighted_union
+from curate.token_count import word_counts
 
 
 class PriorParams(Params):
@@ -61,11 +65,20 @@ class ConditionalParams(Params):
 class ColorFilterParams(ScorerParams):
     prior: PriorParams = PriorParams()
     conditional: ConditionalParams = ConditionalParams()
-    tau: float = Field(7.0, ge=1)
+    tau: float | Literal["auto"] = 7.0
+    compute: ComputeParams | None = None  # the training budget behind `tau: auto` (curate.scaling)
     mode: Literal["global", "batched"] = "global"
     batch: int = Field(1000, ge=1)
     reduction: Literal["mean", "sum"] = "mean"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _tau(self) -> ColorFilterParams:
+        if self.tau != "auto" and self.tau < 1:
+            raise ValueError(f"tau must be >= 1 or auto, got {self.tau}")
+        if self.tau == "auto" and self.mode != "global":
+            raise ValueError("tau: auto works with mode global")
+        return needs_compute("tau")(self)
 
 
 def color_scores(prior_loss: np.ndarray, conditional_loss: np.ndarray) -> np.ndarray:
@@ -85,6 +98,18 @@ def color_select(scores: np.ndarray, tau: float, mode: Literal["global", "batche
                                               int(len(order[start:start + window]) / tau))]
             for start in range(0, n, window)]
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
+
+
+def union_positions(target: Any, seed: int) -> np.ndarray | None:
+    """The target rows the conditional model trains on: all of them, or with several targets their weighted union
+    (each target's share of the rows proportional to its weight)."""
+    columns = [c for c in (TARGET_NAME, TARGET_WEIGHT) if c in target.schema.names]
+    if TARGET_NAME not in columns:
+        return None
+    table = target.to_table(columns=columns)
+    if len(set(table.column(TARGET_NAME).to_pylist())) < 2:
+        return None
+    return weighted_union(table, seed)
 
 
 @register
@@ -125,7 +150,7 @@ class ColorFilter(GlobalStage):
         if conditional is None:
             if context.target is None:
                 raise ValueError("color_filter needs the config's `target:` sample (or conditional.model)")
-            target = training_texts(context.target)
+            target = training_texts(context.target, union_positions(context.target, p.conditional.seed))
             c = p.conditional
             tune = p.prior.lm.model_copy(update={"epochs": c.epochs, "lr": c.lr, "warmup_steps": c.warmup_steps,
                                                  "batch_size": c.batch_size, "seed": c.seed})
@@ -151,9 +176,16 @@ class ColorFilter(GlobalStage):
         get = lambda name: summary.column(name).to_numpy(zero_copy_only=False).astype(np.float64)  # noqa: E731
         score = color_scores(get(f"prior_nll_{p.reduction}"), get(f"cond_nll_{p.reduction}"))
         scored = np.flatnonzero((get("prior_tokens") > 0) & np.isfinite(score))
-        keep = scored[color_select(score[scored], p.tau, p.mode, p.batch, p.seed)]
+        tau, report = p.tau, None
+        if tau == "auto":
+            words = word_counts(rows.take(scored, ["text"]).column("text"))
+            k, auto = auto_budget(score[scored], words, p.compute, True, self.name)
+            tau = len(scored) / max(k, 1)  # int(N / tau) = k
+            report = {"auto_budget": auto | {"tau": tau}, "summary": {"auto_budget": auto | {"tau": tau}}}
+        keep = scored[color_select(score[scored], tau, p.mode, p.batch, p.seed)]
         reason = np.full(summary.num_rows, "not_selected", dtype=object)
         reason[np.setdiff1d(np.arange(summary.num_rows), scored)] = "too_few_tokens"
         reason[keep] = None
         column = pa.array(score, pa.float64(), mask=~np.isfinite(score))
-        return Decision(reason=pa.array(reason, pa.string()), score=column, adds={"color_score": column})
+        return Decision(reason=pa.array(reason, pa.string()), score=column, adds={"color_score": column},
+                        report=report)

@@ -140,7 +140,7 @@ class Mixture(GlobalStage):
 
         return {"tokenizer": named_model_identity(self.params.tokenizer)} if self.params.tokenizer else {}
 
-    def graph_defaults(self, readers: Sequence[Any]) -> dict[str, Any]:
+    def graph_defaults(self, readers: Sequence[Any], ancestors: Sequence[Any] = ()) -> dict[str, Any]:
         if self.params.tokenizer is not None:
             return {}
         for reader in readers:  # a fine-tune, or an evaluation whose arms fine-tune, of a named model

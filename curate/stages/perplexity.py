@@ -8,6 +8,7 @@ training rows from the selection with reason `reference_split`). `part: text` sc
 Decision (`mode`), over the rows' PPL, per group of `group_by` when set (percentiles per group):
 - `band`: keep `min_ppl <= PPL <= max_ppl` (either bound may be null; both null keeps all: scoring only);
 - `lowest` / `highest`: keep floor(`fraction` * n) rows of lowest / highest PPL (ties: lower position);
+  `fraction: auto` keeps the PPL quantile buckets the scaling law recommends for `compute:` (§8, curate.scaling);
 - `middle`: keep the central `fraction` of the mass, ranks [50 - 50ρ, 50 + 50ρ] percent;
 - `percentile_buckets`: CCNet buckets: `cutoffs` (percentiles, default 30 and 60) split rows into `buckets`
   (`head` < P30 <= `middle` < P60 <= `tail`); keep the `keep` buckets. Adds `ppl_bucket`.
@@ -26,6 +27,7 @@ from pydantic import Field, model_validator
 
 from curate.models.lm_train import LMTrainConfig
 from curate.models.locate import named_model_identity
+from curate.scaling import ComputeParams, auto_budget, needs_compute
 from curate.selection import fraction_to_k, top_k
 from curate.stages.base import Decision, GlobalStage, Params, Rows, StageContext, register
 from curate.stages.lm_scoring import (
@@ -57,7 +59,8 @@ class PerplexityParams(ScorerParams):
     mode: Mode = "band"
     min_ppl: float | None = Field(None, ge=0)
     max_ppl: float | None = Field(None, ge=0)
-    fraction: float | None = Field(None, gt=0, le=1)
+    fraction: float | Literal["auto"] | None = Field(None)
+    compute: ComputeParams | None = None  # the training budget behind `fraction: auto` (curate.scaling)
     cutoffs: list[float] = [30.0, 60.0]
     buckets: list[str] = ["head", "middle", "tail"]
     keep: list[str] = ["head"]
@@ -70,6 +73,11 @@ class PerplexityParams(ScorerParams):
             raise ValueError("give exactly one of `model` (a causal LM) or `reference` (train one on the input)")
         if self.mode in ("lowest", "highest", "middle") and self.fraction is None:
             raise ValueError(f"mode {self.mode!r} needs `fraction`")
+        if isinstance(self.fraction, float) and not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1] or auto, got {self.fraction}")
+        if self.fraction == "auto" and (self.mode not in ("lowest", "highest") or self.group_by):
+            raise ValueError("fraction: auto works with mode lowest or highest, without group_by")
+        needs_compute("fraction")(self)
         if self.mode == "percentile_buckets":
             if len(self.buckets) != len(self.cutoffs) + 1:
                 raise ValueError(f"{len(self.cutoffs)} cutoffs make {len(self.cutoffs) + 1} buckets; "
@@ -140,6 +148,7 @@ class Perplexity(GlobalStage):
     Params = PerplexityParams
     adds = ("ppl",)
     report_score = "ppl"
+    higher_is_better = False
     keep_summaries = True
 
     def configure(self) -> None:
@@ -197,8 +206,12 @@ class Perplexity(GlobalStage):
         if p.group_by:  # as strings, nulls as "": np.unique cannot order None against values
             values = pc.fill_null(pc.cast(summary.column("group"), pa.string()), "")
             groups = values.to_numpy(zero_copy_only=False)[judged]
+        fraction, report = p.fraction, None
+        if fraction == "auto":
+            k, auto = auto_budget(ppl[judged], tokens[judged], p.compute, p.mode == "highest", self.name)
+            fraction, report = k / max(len(judged), 1), {"auto_budget": auto, "summary": {"auto_budget": auto}}
         chosen, bucket = perplexity_select(ppl[judged], p.mode, min_ppl=p.min_ppl, max_ppl=p.max_ppl,
-                                           fraction=p.fraction, cutoffs=p.cutoffs, buckets=p.buckets,
+                                           fraction=fraction, cutoffs=p.cutoffs, buckets=p.buckets,
                                            keep=p.keep, groups=groups)
         reason[judged] = chosen
         adds = {"ppl": pa.array(np.where(tokens > 0, ppl, np.nan), pa.float64(), mask=tokens == 0)}
@@ -206,4 +219,4 @@ class Perplexity(GlobalStage):
             full = np.full(n, None, dtype=object)
             full[judged] = bucket
             adds["ppl_bucket"] = pa.array(full, pa.string())
-        return Decision(reason=pa.array(reason, pa.string()), score=adds["ppl"], adds=adds)
+        return Decision(reason=pa.array(reason, pa.string()), score=adds["ppl"], adds=adds, report=report)

@@ -20,10 +20,7 @@ Tolerances (absolute, on NLL values of about 4-11):
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,8 +31,8 @@ import torch.nn.functional as F
 from curate.kernels.chunked_ce import IGNORE_INDEX, sequence_nll, token_nll, token_nll_reference
 
 from tests.kernels.head_inputs import head_inputs
+from tests.kernels.script_runner import child_main, peak_rss_growth, run_script
 
-REPO = Path(__file__).resolve().parents[2]
 # glibc serves large blocks by mmap and unmaps them when freed, unless its threshold has adapted upwards after
 # a free (then freed tiles linger in the heap and the peak RSS sometimes counts two): a fixed threshold keeps
 # RSS equal to live memory, so the peak measures what the code holds
@@ -297,12 +294,7 @@ def test_triton_gpu_memory_is_not_vocab_sized() -> None:
 
 
 def _run_script(args: list[str], env: dict[str, str], timeout: int) -> dict[str, Any]:
-    """Runs this file as a script in a fresh interpreter with `env` added; returns the JSON on its last line."""
-    paths = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # `tests` imports as a package
-    proc = subprocess.run([sys.executable, __file__, *args], cwd=REPO, env={**os.environ, **env, "PYTHONPATH": paths},
-                          capture_output=True, text=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_script(__file__, args, env, timeout)
 
 
 def _interpret_main(folder: Path) -> dict[str, Any]:
@@ -351,41 +343,18 @@ def _compile_main() -> dict[str, Any]:
     return {"compiled": compiled, "errors": errors}
 
 
-def _reset_peak_rss() -> int:
-    """Resets this process's peak RSS to its current RSS (Linux: `5` > /proc/self/clear_refs) and returns it, so
-    that memory freed before (input set-up temporaries) cannot hide later allocations."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _peak_rss()
-
-
-def _peak_rss() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
 def _memory_main() -> dict[str, Any]:
     """Child: ru_maxrss growth of the reference (chunk 4096) and then of the full-logits path at V = 128k."""
     torch.set_num_threads(2)
     n, h, v, chunk = 1024, 64, 131072, 4096
     x = make_inputs(n, h, v, seed=11)
     torch.ones(64, 64) @ torch.ones(64, 64)  # load the BLAS before the baseline
-    base = _reset_peak_rss()
-    got = token_nll_reference(**x, chunk_size=chunk)
-    ref_delta = _peak_rss() - base
-    base = _reset_peak_rss()
-    expected = full_ce(**x)
-    full_delta = _peak_rss() - base
+    got, ref_delta = peak_rss_growth(lambda: token_nll_reference(**x, chunk_size=chunk))
+    expected, full_delta = peak_rss_growth(lambda: full_ce(**x))
     return {"n": n, "v": v, "chunk": chunk, "ref_delta": ref_delta, "full_delta": full_delta,
             "max_abs_err": (got - expected).abs().max().item()}
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--interpret":
-        result = _interpret_main(Path(sys.argv[2]))
-    elif sys.argv[1] == "--compile":
-        result = _compile_main()
-    else:
-        result = _memory_main()
-    print(json.dumps(result))
+    child_main({"--interpret": lambda args: _interpret_main(Path(args[0])), "--compile": lambda args: _compile_main(),
+                "--memory": lambda args: _memory_main()})

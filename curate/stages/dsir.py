@@ -1,0 +1,210 @@
+"""`dsir`: DSIR, data selection by importance resampling with hashed n-gram features (docs/methods.md §6.6).
+
+1. `prepare` fits two bag-of-n-gram models over `num_buckets` hashed unigram + bigram buckets (`ngrams`,
+   `curate.ngram_features`): the target's, p_T (all its tokens, Laplace pseudo-count `smoothing` per bucket; with
+   several targets the weighted mixture of each target's normalised model), and the raw pool's, q_R (the first
+   `num_tokens_to_fit` tokens of the step's input: `auto` = 100,000 x buckets, `all`, or a number).
+   It stores log p_T - log q_R (with the package's 1e-8 floors) for the workers.
+2. Per shard, each row's log importance weight `dsir_logw` = Σ_k c_k(x) (log p_T(k) - log q_R(k)) over its
+   features, and its word count (Σ_k c_k + n(n-1)/2) // n. These are the stored scores: a new budget or seed
+   re-decides without hashing again.
+3. The decision drops rows of fewer than `min_words` words (`too_few_words`), then keeps `budget` rows (a count,
+   or a fraction of all input rows, or `auto`: the log-weight quantile buckets the scaling law recommends for
+   `compute:`, docs/methods.md §8) by Gumbel-top-k on `dsir_logw` with `seed` (sampling without replacement
+   with probability ∝ w), or the deterministic top k with `top_k: true`. The rest: `not_selected`.
+
+With several targets and `separate_targets: true`, each target has its own weights (`dsir_logw` is then the
+weight under the target that chose the row, or the best one for rows not chosen); the budget is split by the
+targets' `weight`s (`split_by: weights`) or their token counts (`split_by: tokens`, the package's default),
+and each target picks in turn among the rows not yet chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from curate.errors import CurateError
+from curate.ngram_features import HashName, bucket_counts, hashed_ngrams
+from curate.scaling import ComputeParams, auto_budget, needs_compute
+from curate.selection import Budget, budget_to_k, gumbel_noise
+from curate.selection import top_k as top_k_positions
+from curate.stages.base import Decision, GlobalStage, Params, Rows, StageContext, register
+from curate.targets import target_groups
+
+log = logging.getLogger("curate")
+FLOOR = 1e-8  # the package's floor inside both logs
+LOGW = "dsir_logw"
+
+
+class DsirParams(Params):
+    budget: Budget
+    compute: ComputeParams | None = None  # the training budget behind `budget: auto` (curate.scaling)
+    column: str = "text"
+    num_buckets: int = Field(10_000, ge=2)
+    ngrams: int = Field(2, ge=1, le=5)
+    hash: HashName = "fast"  # `sha256`: the data-selection package's buckets (parity; slower)
+    smoothing: float = Field(0.0, ge=0)  # Laplace pseudo-count per bucket of the target model
+    num_tokens_to_fit: Literal["auto", "all"] | int = "auto"
+    min_words: int = Field(100, ge=0)
+    top_k: bool = False
+    seed: int = 0
+    separate_targets: bool = False
+    split_by: Literal["weights", "tokens"] = "weights"
+
+    _auto = model_validator(mode="after")(needs_compute("budget"))
+
+
+def log_ratio(target_counts: np.ndarray, raw_counts: np.ndarray) -> np.ndarray:
+    """log(p_T + 1e-8) - log(q_R + 1e-8) from count vectors (each normalised to a distribution)."""
+    p = target_counts / max(target_counts.sum(), 1e-300)
+    q = raw_counts / max(raw_counts.sum(), 1e-300)
+    return np.log(p + FLOOR) - np.log(q + FLOOR)
+
+
+def split_budget(k: int, proportions: np.ndarray) -> list[int]:
+    """k split by proportions, floors, the remainder to the last (as the package)."""
+    parts = [int(k * p) for p in proportions]
+    parts[-1] += k - sum(parts)
+    return parts
+
+
+def select_rows(logw: np.ndarray, eligible: np.ndarray, parts: list[int], top_k: bool = False,
+                seed: int = 0) -> np.ndarray:
+    """The target (column of `logw`) that chose each row, -1 for none: target t in turn takes `parts[t]` of the
+    eligible rows not yet chosen, by Gumbel-top-k on its log-weights (`seed`) or by plain top-k."""
+    n = len(logw)
+    rng = np.random.default_rng(seed)
+    chosen_by = np.full(n, -1)
+    open_rows = eligible.copy()
+    for t, want in enumerate(parts):
+        # one noise draw per target over all rows, in dataset order: the same seed picks the same rows
+        keys = logw[:, t] + (0.0 if top_k else gumbel_noise(rng, n))
+        picked = top_k_positions(np.where(open_rows, keys, -np.inf), want)
+        chosen_by[picked] = t
+        open_rows[picked] = False
+    return chosen_by
+
+
+@register
+class Dsir(GlobalStage):
+    name = "dsir"
+    Params = DsirParams
+    adds = (LOGW,)
+    report_score = LOGW
+    keep_summaries = True
+    report_file = "dsir.json"
+
+    def configure(self) -> None:
+        self.needs = ("id", self.params.column)
+
+    def samples(self) -> tuple[str, ...]:
+        return ("target",)
+
+    def summary_params(self) -> dict[str, Any]:
+        p = self.params
+        return self.config() | {"budget": None, "compute": None, "top_k": None, "seed": None, "min_words": None,
+                                "split_by": None} | ({} if p.separate_targets else {"separate_targets": None})
+
+    def _features(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        return hashed_ngrams(texts, p.num_buckets, p.ngrams, p.hash)
+
+    def _counts(self, texts: pa.Array) -> np.ndarray:
+        return bucket_counts(self._features(texts)[1], self.params.num_buckets)
+
+    def prepare(self, context: StageContext) -> dict[str, Any]:
+        p = self.params
+        if context.target is None:
+            raise CurateError("dsir needs the config's `target:` sample")
+        target = context.target.to_table()
+        if p.column not in target.column_names:
+            raise CurateError(f"dsir: the target has no column {p.column!r} (`column`)")
+        groups = target_groups(target)
+        texts = target.column(p.column).combine_chunks()
+        per_target = [self._counts(texts.take(pa.array(g.positions))).astype(np.float64) + p.smoothing
+                      for g in groups]
+        empty = [g.name for g, c in zip(groups, per_target, strict=True) if c.sum() - p.smoothing * p.num_buckets <= 0]
+        if empty:
+            raise CurateError(f"dsir: target(s) {empty} have no words in column {p.column!r}")
+        raw, tokens = self._raw_counts(context)
+        if p.separate_targets:
+            ratios = np.stack([log_ratio(c, raw) for c in per_target])
+        else:
+            weights = np.array([g.weight for g in groups]) / sum(g.weight for g in groups)
+            mixture = sum(w * c / c.sum() for w, c in zip(weights, per_target, strict=True))
+            ratios = log_ratio(mixture, raw)[None, :]
+        context.models_dir.mkdir(parents=True, exist_ok=True)
+        path = context.models_dir / "log_ratio.npy"
+        np.save(path, ratios)
+        return {"log_ratio": str(path), "targets": [g.name for g in groups],
+                "target_weights": [g.weight for g in groups],
+                "target_tokens": [float(c.sum() - p.smoothing * p.num_buckets) for c in per_target],
+                "raw_tokens_fit": int(tokens)}
+
+    def _raw_counts(self, context: StageContext) -> tuple[np.ndarray, int]:
+        """q_R's counts over the first `num_tokens_to_fit` features of the input (the package's rule)."""
+        p = self.params
+        limit = {"auto": 100_000 * p.num_buckets, "all": None}.get(p.num_tokens_to_fit, p.num_tokens_to_fit)
+        counts = np.zeros(p.num_buckets, np.int64)
+        for batch in context.input.iter_batches([p.column], batch_rows=8192):
+            counts += self._counts(batch.column(p.column))
+            if limit is not None and counts.sum() > limit:
+                break
+        return counts, int(counts.sum())
+
+    def setup(self) -> None:
+        self.ratios = np.load(self.prepared["log_ratio"])
+
+    def summarize(self, table: pa.Table) -> pa.Table:
+        doc, bucket = self._features(table.column(self.params.column))
+        n = table.num_rows
+        features = np.bincount(doc, minlength=n)
+        order = self.params.ngrams
+        words = (features + order * (order - 1) / 2) // order
+        columns: dict[str, Any] = {"id": table.column("id"), "words": pa.array(words.astype(np.int64))}
+        for t, ratio in enumerate(self.ratios):
+            columns[f"logw_{t}"] = pa.array(np.bincount(doc, weights=ratio[bucket], minlength=n))
+        return pa.table(columns)
+
+    def decide(self, summary: pa.Table, rows: Rows) -> Decision:
+        p = self.params
+        n = summary.num_rows
+        logw = np.stack([summary.column(c).to_numpy() for c in summary.column_names if c.startswith("logw_")], 1)
+        words = summary.column("words").to_numpy()
+        eligible = words >= p.min_words
+        auto = None
+        if p.budget == "auto":
+            live = np.flatnonzero(eligible)
+            k, auto = auto_budget(logw.max(axis=1)[live], words[live], p.compute, True, self.name)
+        else:
+            k = budget_to_k(p.budget, n)
+        names = self.prepared.get("targets", ["target"])
+        if logw.shape[1] > 1:
+            basis = self.prepared["target_weights" if p.split_by == "weights" else "target_tokens"]
+            parts = split_budget(min(k, int(eligible.sum())), np.array(basis) / sum(basis))
+        else:
+            parts = [min(k, int(eligible.sum()))]
+        chosen_by = select_rows(logw, eligible, parts, p.top_k, p.seed)
+        kept = chosen_by >= 0
+        score = np.where(kept, logw[np.arange(n), np.maximum(chosen_by, 0)], logw.max(axis=1))
+        reason = np.full(n, "not_selected", dtype=object)
+        reason[~eligible] = "too_few_words"
+        reason[kept] = None
+        report = {"rows": n, "eligible": int(eligible.sum()), "budget": k, "kept": int(kept.sum()),
+                  "per_target": {names[t]: int((chosen_by == t).sum()) for t in range(len(parts))},
+                  "min_words": p.min_words, "mode": "top_k" if p.top_k else "gumbel_top_k", "seed": p.seed,
+                  **{key: self.prepared.get(key) for key in ("raw_tokens_fit", "target_tokens")}}
+        if k > report["eligible"]:
+            log.warning("dsir: budget %d > %d rows with at least min_words=%d words; keeping %d", k,
+                        report["eligible"], p.min_words, report["eligible"])
+        if auto is not None:
+            report["auto_budget"] = auto
+        report["summary"] = {key: report[key] for key in ("budget", "kept", "eligible", "mode", "auto_budget")
+                             if key in report}
+        column = pa.array(score, pa.float64())
+        return Decision(reason=pa.array(reason, pa.string()), score=column, adds={LOGW: column}, report=report)

@@ -1,0 +1,42 @@
+"""Runs a kernel test file as a script in a fresh interpreter: Triton reads `TRITON_INTERPRET` when `@triton.jit`
+runs (at import of the kernel module), so interpreter cases cannot share the test process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_script(script: str | Path, args: list[str], env: dict[str, str], timeout: int) -> dict[str, Any]:
+    """Runs `script` with `args` and `env` added; returns the JSON printed on its last line."""
+    paths = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # `tests` imports as a package
+    proc = subprocess.run([sys.executable, str(script), *args], cwd=REPO,
+                          env={**os.environ, **env, "PYTHONPATH": paths},
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_growth(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """fn()'s result and how far it raised this process's peak RSS (Linux): the peak is reset to the current RSS
+    first (`5` > /proc/self/clear_refs), so memory freed before cannot hide what fn allocates."""
+    import resource
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # noqa: E731 (KiB on Linux)
+    base = peak()
+    result = fn()
+    return result, peak() - base
+
+
+def child_main(commands: dict[str, Callable[[list[str]], dict[str, Any]]]) -> None:
+    """The script side: runs the command named by argv[1] with the rest of argv; prints its JSON result last."""
+    print(json.dumps(commands[sys.argv[1]](sys.argv[2:])))
