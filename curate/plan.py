@@ -4,7 +4,8 @@
   (`fingerprint_extra`), the fingerprints of the run-level samples it reads, curate version). The ingest step
   hashes its inputs' paths, sizes and modification times instead of parents.
 - The samples (`target:`, `heldout:`) are planned apart from the stage graph: they are ingested first, and a
-  `heldout: {split_from_target: ...}` split is a step of its own, fingerprinted by the target and the split.
+  `heldout: {split_from_target: ...}` split is a step of its own, fingerprinted by the target and the split;
+  with held-out rows of their own, an `exclude` step drops the target rows that repeat a held-out row.
 - Steps run in topological order; where the graph allows, in the order they are written.
 """
 
@@ -29,13 +30,13 @@ from curate.stages.base import Resources, Stage
 class Step:
     index: int  # position in the config (0: ingest); names the step's folders
     label: str  # view name in SQL, `stage` value of rejected rows
-    stage: str  # registered stage name, or "ingest" / "split" for the run's own steps
+    stage: str  # registered stage name, or "ingest" / "split" / "exclude" for the run's own steps
     params: dict[str, Any]
     fingerprint: str
     out_dir: Path  # rows: stages/NN-<label>/; artifacts: models/<label>/ or eval/<label>/
     rejected_dir: Path | None
     parents: tuple[str, ...] = ()
-    kind: str = "ingest"  # ingest, split, map, global, artifact
+    kind: str = "ingest"  # ingest, split, exclude, map, global, artifact
     output: str = "rows"  # rows, rows_added, artifacts
     samples: tuple[str, ...] = ()  # run-level samples the stage reads (target, heldout)
     resources: Resources = field(default_factory=Resources)
@@ -86,6 +87,8 @@ def _sample_fingerprints(samples: list[Step]) -> dict[str, str]:
     for step in samples:
         if step.stage == "split":
             found["target"] = found["heldout"] = step.fingerprint
+        elif step.stage == "exclude":  # the target without the held-out rows
+            found["target"] = step.fingerprint
         else:
             found[step.label] = step.fingerprint
     return found
@@ -110,9 +113,10 @@ def _sample_steps(config: PipelineConfig, run: RunDir) -> tuple[list[Step], Path
     steps: list[Step] = []
     target = heldout = None
     split = config.heldout if isinstance(config.heldout, HeldoutSplit) else None
+    exclude = isinstance(config.heldout, InputSpec) and config.target is not None
     if config.target is not None:
         units = target_units(config)
-        ingested = _ingest_step("target", units, config, run.target_all if split else run.target,
+        ingested = _ingest_step("target", units, config, run.target_all if split or exclude else run.target,
                                 run.target_rejected)
         steps.append(ingested)
         target = run.target
@@ -126,6 +130,10 @@ def _sample_steps(config: PipelineConfig, run: RunDir) -> tuple[list[Step], Path
         units = units_for(config.heldout, "heldout", config)
         steps.append(_ingest_step("heldout", units, config, run.heldout, run.heldout_rejected))
         heldout = run.heldout
+    if exclude:  # held-out rows are never part of the target: drop the target rows they repeat
+        fp = fingerprint(steps[0].fingerprint, steps[-1].fingerprint, "exclude", __version__)
+        steps.append(Step(0, "heldout_overlap", "exclude", {}, fp, run.target, None, parents=("target", "heldout"),
+                          kind="exclude"))
     return steps, target, heldout
 
 

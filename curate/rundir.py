@@ -50,6 +50,7 @@ class RunDir:
         self.heldout_rejected = self.rejected / "heldout"
         self.target_all = self.root / "target_all"
         self.heldout_split = self.root / "heldout_split.json"
+        self.heldout_overlap = self.root / "heldout_overlap.json"  # target rows left out because held out
         self.models = self.root / "models"
         self.scores = self.root / "scores"
         self.eval = self.root / "eval"

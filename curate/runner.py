@@ -122,17 +122,21 @@ class Runner:
                 if path.is_dir() and owner(path.name) not in kept:
                     log.info("removing %s: not a step of this config", path)
                     shutil.rmtree(path)
+        staged = any(s.kind in ("split", "exclude") for s in self.plan.samples)  # the target is read from target_all
         stale = ([run.heldout, run.heldout_rejected] if self.plan.heldout is None else []) + (
-            [run.target_all] if self.plan.split is None else [])
+            [run.target_all] if not staged else [])
         for path in stale:
             shutil.rmtree(path, ignore_errors=True)
         if self.plan.split is None:
             run.heldout_split.unlink(missing_ok=True)
+        if not any(s.kind == "exclude" for s in self.plan.samples):
+            run.heldout_overlap.unlink(missing_ok=True)
 
     def is_done(self, step: Step) -> bool:
         if step.output == "artifacts":
             return Artifacts.exists(step.out_dir) and Artifacts.open(step.out_dir).fingerprint == step.fingerprint
-        folders = [self.run_dir.target, step.out_dir] if step.kind == "split" else [step.rejected_dir, step.out_dir]
+        folders = ([self.run_dir.target, step.out_dir] if step.kind == "split" else [step.out_dir]
+                   if step.kind == "exclude" else [step.rejected_dir, step.out_dir])
         return all(Dataset.exists(p) and Dataset.open(p).fingerprint == step.fingerprint for p in folders)
 
     def run_step(self, step: Step) -> StepResult:
@@ -149,6 +153,9 @@ class Runner:
         elif step.kind == "split":
             self._split_heldout(step, time.perf_counter())
             return self._result(step, "ran", self._stats(step))
+        elif step.kind == "exclude":
+            self._exclude_heldout(step, time.perf_counter())
+            return self._result(step, "ran", self._stats(step))
         else:
             step_input = task.input()
             step.instance().check_input(step_input.schema)
@@ -163,7 +170,7 @@ class Runner:
         return self._result(step, "ran", stats)
 
     def _task(self, step: Step) -> StepTask:
-        dirs = () if step.kind in ("ingest", "split") else tuple(str(d) for d in self.plan.input_dirs(step))
+        dirs = () if step.kind in ("ingest", "split", "exclude") else tuple(str(d) for d in self.plan.input_dirs(step))
         work = step.out_dir / WORK
         return StepTask(step.label, step.stage, step.params, dirs, step.parents, str(step.out_dir),
                         str(step.rejected_dir or ""), str(work), str(work), {}, step.label)
@@ -271,6 +278,35 @@ class Runner:
                  "target_ids": parts["target"], "heldout_ids": parts["heldout"]}
         atomic_write_text(self.run_dir.heldout_split, json.dumps(split, indent=1))
         log.info("heldout: %d of %d target rows held out (seed %d)", k, n, step.params["seed"])
+
+    def _exclude_heldout(self, step: Step, start: float) -> None:
+        """`target/` = the ingested target without the rows that repeat a held-out row (the same `text`, or the
+        same `prompt`): a selection must never have seen what the evaluation measures on."""
+        from curate.text import hash_strings
+
+        source, held = Dataset.open(self.run_dir.target_all), Dataset.open(self.run_dir.heldout)
+        table = source.to_table()
+        overlap = np.zeros(table.num_rows, bool)
+        for column in ("text", "prompt"):
+            if column in table.column_names and column in held.schema.names:
+                values = held.to_table(columns=[column]).column(column).combine_chunks()
+                seen = hash_strings(values.filter(pc.is_valid(values)))
+                mine = table.column(column).combine_chunks()
+                present = pc.is_valid(mine).to_numpy(zero_copy_only=False)
+                keys = hash_strings(pc.fill_null(mine, ""))
+                overlap |= present & np.isin(keys, seen)
+        kept = table.filter(pa.array(~overlap))
+        dropped = table.filter(pa.array(overlap)).column("id").to_pylist()
+        stats = {"rows_in": table.num_rows, "rows_out": kept.num_rows, "rows_kept": kept.num_rows,
+                 "rows_rejected": len(dropped), "rows_added": 0, "seconds": round(time.perf_counter() - start, 3),
+                 "reasons": {"in_heldout": len(dropped)} if dropped else {}}
+        shutil.rmtree(step.out_dir, ignore_errors=True)
+        Dataset.write(step.out_dir, kept, stage="target", stats=stats, fingerprint=step.fingerprint,
+                      parents=[source.fingerprint, held.fingerprint], config={})
+        atomic_write_text(self.run_dir.heldout_overlap, json.dumps({"target_ids_in_heldout": dropped}, indent=1))
+        if dropped:
+            log.warning("target: %d of %d rows repeat a held-out row; they are left out of the target (ids in %s)",
+                        len(dropped), table.num_rows, self.run_dir.heldout_overlap.name)
 
     def _finalize(self, step: Step, seconds: float) -> dict[str, Any]:
         receipts = read_receipts(step.out_dir)

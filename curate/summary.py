@@ -19,8 +19,8 @@ from curate.rundir import RunDir
 class StepSummary:
     index: int
     label: str
-    stage: str  # registered stage name, or "ingest" / "split"
-    kind: str  # ingest, split, map, global, artifact
+    stage: str  # registered stage name, or "ingest" / "split" / "exclude"
+    kind: str  # ingest, split, exclude, map, global, artifact
     output: str  # rows, rows_added, artifacts
     parents: list[str]
     rows_in: int
@@ -52,7 +52,7 @@ def _summary(entry: dict[str, Any], root: Path, status: dict[str, str]) -> StepS
     else:
         return None
     stats = manifest.get("stats", {})
-    sample = entry["kind"] == "split" or (entry["kind"] == "ingest" and entry["label"] != "ingest")
+    sample = entry["kind"] in ("split", "exclude") or (entry["kind"] == "ingest" and entry["label"] != "ingest")
     return StepSummary(
         index=entry["index"], label=entry["label"], stage=entry["stage"], kind=entry["kind"],
         output=entry["output"], parents=list(entry["parents"]), rows_in=stats.get("rows_in", 0),

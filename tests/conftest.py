@@ -12,8 +12,10 @@ DATA = Path(__file__).parent / "data"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Prefect keeps its database under PREFECT_HOME: give the test session its own.
-    home = Path(config.rootpath) / ".pytest_cache" / "prefect-home"
+    # Prefect keeps its database under PREFECT_HOME: give the test session its own (one per pytest-xdist worker:
+    # two ephemeral servers must not share one SQLite database).
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    home = Path(config.rootpath) / ".pytest_cache" / f"prefect-home{'-' + worker if worker else ''}"
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -1,4 +1,4 @@
-"""The CLI end to end: `curate demo` (Prefect, ephemeral server), then `curate sql` and `curate inspect`."""
+"""The CLI end to end: `curate demo` (in-process), then `curate sql`, `curate inspect` and the other commands."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def curate(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedPro
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("demo")
-    result = curate("demo", "--output", str(folder / "run"), cwd=folder)
+    # in-process (the Prefect flow costs a minute here; tests/test_configs.py and tests/flows run flows end to end)
+    result = curate("demo", "--output", str(folder / "run"), "--no-prefect", cwd=folder)
     assert "Why were rows dropped?" in result.stdout and "curate sql" in result.stdout
     return folder / "run"
 

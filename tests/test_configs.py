@@ -25,7 +25,12 @@ def test_recipe_validates_and_finds_its_inputs(path):
     assert config.stage_specs(), f"{path.name}: no stages"
 
 
-def test_diverse_sft_recipe_runs(tmp_path):
+RECORDED = json.loads((Path(__file__).parent / "data" / "recipe_outputs.json").read_text())
+
+
+def test_diverse_sft_recipe_runs_and_gives_the_recorded_outputs(tmp_path):
+    """The diverse-SFT recipe end to end, and tests/data/recipe_outputs.json (written by the chain runner before
+    the graph): the same rows kept and dropped (ids and reasons) and the same columns in every step folder."""
     config = load_config(Path(__file__).parents[1] / "configs" / "diverse-sft.yaml", output=str(tmp_path / "run"))
     config.engine.prefect = False
     results = {r.label: r for r in run_pipeline(config)}
@@ -34,20 +39,10 @@ def test_diverse_sft_recipe_runs(tmp_path):
     kept = Dataset.open(tmp_path / "run" / "stages" / "06-kmeans_diversity").to_table(columns=["task", "cluster"])
     assert len(set(kept.column("cluster").to_pylist())) == 16
     assert len(set(kept.column("task").to_pylist())) >= 20  # of 31 tasks
-
-
-RECORDED = json.loads((Path(__file__).parent / "data" / "recipe_outputs.json").read_text())
-
-
-def test_diverse_sft_gives_the_recorded_outputs(tmp_path):
-    """tests/data/recipe_outputs.json was written by the chain runner before the graph: same rows kept and
-    dropped (ids and reasons) and the same columns in every step folder."""
-    config = load_config(Path(__file__).parents[1] / "configs" / "diverse-sft.yaml", output=str(tmp_path / "run"))
-    config.engine.prefect = False
-    run_pipeline(config)
     assert digest(tmp_path / "run") == RECORDED["diverse-sft"]
 
 
+@pytest.mark.slow  # ~110 s; the demo's digest covers the same stages (perplexity, CoLoR-Filter) with tinier LMs
 def test_targeted_pretrain_gives_the_recorded_outputs(tmp_path):
     config = load_config(Path(__file__).parents[1] / "configs" / "targeted-pretrain.yaml",
                          output=str(tmp_path / "run"))

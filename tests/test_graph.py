@@ -150,11 +150,12 @@ def test_heldout_rows_are_split_once_and_never_reach_selection(tmp_path):
     assert set(recorded["target"]) == target and not set(recorded["target"]) & held and not recorded["heldout"]
     views = query(tmp_path / "run", "SELECT (SELECT count(*) FROM target) AS t, (SELECT count(*) FROM heldout) AS h")
     assert views.to_pylist() == [{"t": 140, "h": 60}]
-    # a separate held-out file is ingested as is, and the target is whole again
+    # a separate held-out file is ingested as is, and the target is whole again but for the 4 rows that both
+    # samples of GSM8K hold (see the next test)
     other = Path(__file__).parent / "data" / "dedup_gsm8k.jsonl"
     cfg = {**cfg, "heldout": {"path": str(other)}}
     run_pipeline(parse_config(cfg, base_dir=tmp_path))
-    assert Dataset.open(tmp_path / "run" / "target").count() == 200
+    assert Dataset.open(tmp_path / "run" / "target").count() == 196
     assert not (tmp_path / "run" / "heldout_split.json").exists()
     with pytest.raises(ConfigError, match=r"heldout\.split_from_target: splits the `target:` sample"):
         parse_config({**config(tmp_path, []), "heldout": {"split_from_target": 0.2}}, base_dir=tmp_path)
@@ -170,3 +171,29 @@ def test_runs_written_before_the_graph_still_read_as_a_chain(tmp_path):
     assert [(s["label"], s["parents"]) for s in steps] == [("ingest", []), ("normalize", ["ingest"]),
                                                            ("test_slow_tag", ["normalize"])]
     assert query(tmp_path / "run", "SELECT count(*) AS n FROM final").to_pylist() == [{"n": steps[-1]["rows_out"]}]
+
+
+def test_heldout_rows_of_their_own_are_left_out_of_the_target(tmp_path):
+    """A held-out file that repeats target rows (the same text, or the same prompt with another response): those
+    rows leave the target before any stage reads it, are named in heldout_overlap.json and counted in the steps
+    view; a held-out file that repeats none leaves the target whole."""
+    gsm = Path(__file__).parent / "data" / "heuristics_gsm8k.jsonl"
+    rows = [json.loads(line) for line in gsm.read_text(encoding="utf-8").splitlines()]
+    held = [rows[3], rows[10], rows[42], {**rows[7], "response": "a different solution"},
+            {**rows[99], "id": "renamed", "response": "x"}, {"id": "new", "prompt": "A new question?", "response": "4"}]
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(json.dumps(r) + "\n" for r in held))
+    seen = tmp_path / "seen.json"
+    cfg = config(tmp_path, [{"test_record_target": {"out": str(seen)}}], target={"path": str(gsm)},
+                 heldout={"path": str(heldout)})
+    run_pipeline(parse_config(cfg, base_dir=tmp_path))
+    overlap = set(json.loads((tmp_path / "run" / "heldout_overlap.json").read_text())["target_ids_in_heldout"])
+    assert overlap == {rows[i]["id"] for i in (3, 10, 42, 7, 99)}
+    recorded = set(json.loads(seen.read_text())["target"])
+    assert len(recorded) == 195 and not recorded & overlap
+    step = query(tmp_path / "run", "SELECT rows_in, rows_rejected FROM steps WHERE label = 'heldout_overlap'")
+    assert step.to_pylist() == [{"rows_in": 200, "rows_rejected": 5}]
+    heldout.write_text(json.dumps(held[-1]) + "\n")
+    run_pipeline(parse_config(cfg, base_dir=tmp_path))
+    assert Dataset.open(tmp_path / "run" / "target").count() == 200
+    assert json.loads((tmp_path / "run" / "heldout_overlap.json").read_text())["target_ids_in_heldout"] == []

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from curate.config import parse_config
 from curate.runner import run_pipeline
@@ -24,6 +25,7 @@ def head_of(name: str, rows: int, out: Path) -> str:
     return str(out)
 
 
+@pytest.mark.slow  # ~60 s; the demo's closed loop (tests/test_cli.py) is the same question on the demo corpus
 def test_color_filter_beats_token_matched_random_over_three_seeds(tmp_path):
     pair = {"prompt": "prompt", "response": "response"}
     config = {
