@@ -7,11 +7,15 @@ so a text's count vector is a `bincount` and a text's log-importance weight is a
 of B counts per text is ever stored.
 
 No Python loop runs per token or per text:
-- tokenising is two Arrow regex kernels (space out the word runs, split on white space);
-- `hash: fast` hashes each token's UTF-8 bytes as a polynomial mod 2^64 (one multiply-add per byte in numpy, summed
-  per token with `reduceat`), finished by splitmix64's mixer (`curate.text`); an n-gram's hash mixes its tokens';
+- tokenising is two Arrow kernels (space out the punctuation runs with a regex, split on white space);
+- `hash: fast` (this function's default; the `dsir` stage's is sha256) hashes each token's UTF-8 bytes as a
+  polynomial mod 2^64 (one multiply-add per byte in numpy, summed per token with `reduceat`), finished by
+  splitmix64's mixer (`curate.text`); an n-gram's hash mixes its tokens';
 - `hash: sha256` is the `data-selection` package's bucket function (sha256 of the token, or of the n-gram joined by
-  spaces, mod B), for parity: it loops over the distinct tokens and n-grams of the batch only.
+  spaces, mod B): it loops over the distinct tokens and n-grams of the batch only (distinct n-grams by an int64 key
+  of their token ids, joined by Arrow). Buckets decide which features collide, so only the same bucket function
+  gives the package's weights: a different hash is a different random projection (on 32k documents the fast
+  hash's log-weights rank-correlate with the package's at 0.96, and share 78% of the top 2,000).
 """
 
 from __future__ import annotations
@@ -26,9 +30,8 @@ import pyarrow.compute as pc
 from curate.text import finalize_hash
 
 HashName = Literal["fast", "sha256"]
-# Unicode word characters (Python's \w: letters, numbers, underscore) and white space (Python's \s)
-_WORD_RUN = r"([\p{L}\p{N}_]+)"
-_SPACE = r"[\s\p{Z}\x{85}\x{1c}-\x{1f}]+"
+# a run of characters that are neither word characters (Python's \w: letters, numbers, underscore) nor white space
+_PUNCT_RUN = r"([^\p{L}\p{N}_\s\p{Z}\x{85}\x{1c}-\x{1f}]+)"
 _BASE = np.uint64(1_000_003)  # polynomial base for the byte hash
 _PAIR = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio constant that separates n-gram orders
 
@@ -38,8 +41,10 @@ def word_tokens(texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     lowered = pc.utf8_lower(pc.fill_null(texts.cast(pa.string()), ""))
-    spaced = pc.replace_substring_regex(lowered, _WORD_RUN, r" \1 ")
-    pieces = pc.split_pattern_regex(pc.utf8_trim_whitespace(spaced), _SPACE)
+    # space out the punctuation runs (fewer than the word runs, so a third of the regex work), then split on white
+    # space: what is left between spaces is a word run or a punctuation run
+    spaced = pc.replace_substring_regex(lowered, _PUNCT_RUN, r" \1 ")
+    pieces = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(spaced))
     flat = pc.list_flatten(pieces)
     keep = pc.greater(pc.binary_length(flat), 0)  # the split of an empty text is [""]
     parents = pc.list_parent_indices(pieces).to_numpy(zero_copy_only=False)
@@ -67,7 +72,8 @@ def _byte_hashes(tokens: pa.Array) -> np.ndarray:
 
 
 def _sha256_buckets(strings: list[str], num_buckets: int) -> np.ndarray:
-    return np.fromiter((int(hashlib.sha256(s.encode("utf-8")).hexdigest(), 16) % num_buckets for s in strings),
+    sha = hashlib.sha256
+    return np.fromiter((int.from_bytes(sha(s.encode("utf-8")).digest(), "big") % num_buckets for s in strings),
                        np.int64, count=len(strings))
 
 
@@ -94,22 +100,27 @@ def hashed_ngrams(texts: pa.Array | pa.ChunkedArray, num_buckets: int = 10_000, 
 def _sha256_features(flat: pa.Array, doc: np.ndarray, num_buckets: int,
                      ngrams: int) -> tuple[np.ndarray, np.ndarray]:
     """The package's buckets: sha256 of each distinct token, and of each distinct n-gram joined by spaces."""
-    encoded = pc.dictionary_encode(flat).combine_chunks() if isinstance(flat, pa.ChunkedArray) else \
-        pc.dictionary_encode(flat)
-    vocab = encoded.dictionary.to_pylist()
+    encoded = pc.dictionary_encode(flat)
+    vocab = encoded.dictionary
     ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    docs, buckets = [doc], [_sha256_buckets(vocab, num_buckets)[ids]]
+    docs, buckets = [doc], [_sha256_buckets(vocab.to_pylist(), num_buckets)[ids]]
+    key, width = ids, len(vocab)  # an n-gram's key: its token ids in base `width` (fits int64 up to ~3M^3)
     for order in range(2, ngrams + 1):
         n = len(ids) - order + 1
         if n <= 0:
             break
-        windows = np.stack([ids[k:k + n] for k in range(order)], axis=1)
-        same = (doc[order - 1:] == doc[:n])
-        windows = windows[same]
-        distinct, inverse = np.unique(windows, axis=0, return_inverse=True)
-        joined = [" ".join(vocab[i] for i in row) for row in distinct.tolist()]
+        if float(width) ** order >= 2**62:
+            raise ValueError(f"n-grams of order {order} over {width:,} distinct tokens: give smaller batches")
+        key = key[:n] * width + ids[order - 1:]
+        same = doc[order - 1:] == doc[:n]
+        distinct, inverse = np.unique(key[same], return_inverse=True)
+        parts, rest = [], distinct
+        for _ in range(order):  # the distinct n-grams' token ids, last first
+            rest, last = np.divmod(rest, width)
+            parts.append(vocab.take(pa.array(last)))
+        joined = pc.binary_join_element_wise(*reversed(parts), " ")
         docs.append(doc[:n][same])
-        buckets.append(_sha256_buckets(joined, num_buckets)[inverse.ravel()])
+        buckets.append(_sha256_buckets(joined.to_pylist(), num_buckets)[inverse.ravel()])
     return np.concatenate(docs), np.concatenate(buckets)
 
 

@@ -87,7 +87,7 @@ def test_fast_hash_counts_the_same_features() -> None:
 def test_log_weights_agree_with_the_package(tmp_path: Path) -> None:
     """The package's HashedNgramDSIR (num_tokens_to_fit all, one process) and ours on the same raw and target
     documents: with sha256 buckets the log-weights are equal; with our fast hash the rank correlation (Spearman)
-    is 0.99 (measured 0.995; only hash collisions differ)."""
+    is 0.99 on these 400 texts (measured 0.994; only hash collisions differ; 0.96 on 32k documents)."""
     package = pytest.importorskip("data_selection")
     from scipy.stats import spearmanr
 

@@ -3,8 +3,8 @@ pool is 600 rows of mixed-domain text (encyclopedia, literature, web, code, biom
 each of the 57 MMLU subjects (90 of them medical). GOT-D (packaged MiniLM embeddings) and DSIR each keep 90 rows; the
 precision is the share of those that are medical MMLU questions, against a seeded random draw of 90.
 
-Measured: base rate 0.077 (90 of 1,170 rows), random 0.08; GOT-D 0.69; DSIR 0.24. DSIR's hashed word n-grams see the
-target's multiple-choice *format* ("A. ... B. ..."): 98% of its picks are MMLU questions, of every subject alike,
+Measured: base rate 0.077 (90 of 1,170 rows), random 0.08; GOT-D 0.69; DSIR 0.26. DSIR's hashed word n-grams see the
+target's multiple-choice *format* ("A. ... B. ..."): 97% of its picks are MMLU questions, of every subject alike,
 while the sentence embeddings of GOT-D see the *subject*."""
 
 from __future__ import annotations
