@@ -150,3 +150,55 @@ def test_curate_budget_command(tmp_path: Path) -> None:
     assert "recommended selection ratio" in table and "heuristic defaults" in table
     missing = curate("budget", "run", "--score", "nope", "--tokens", "5", cwd=tmp_path, check=False)
     assert missing.returncode != 0 and "no column 'nope'" in missing.stdout + missing.stderr
+
+
+def test_kmq_fraction_auto_takes_the_recommended_quality_buckets() -> None:
+    """kMQ with `quality` and `fraction: auto`: the budget is the rows of the recommended quality buckets (a tenth
+    of the tokens, one pass: the best tenth), spread over the clusters; without `quality` the config says why."""
+    from curate.arrays import matrix_to_column
+    from curate.stages.diversity import KMeansDiversity
+
+    rng = np.random.default_rng(2)
+    n = 400
+    table = pa.table({"id": [f"r{i}" for i in range(n)], "text": ["some words here"] * n,
+                      "embedding": matrix_to_column(rng.normal(size=(n, 8)).astype(np.float32)),
+                      "quality": rng.normal(size=n)})
+    stage = KMeansDiversity(clusters=4, niter=5, nredo=1, quality="quality", fraction="auto",
+                            compute={"tokens": 0.1 * 3 * n}, redistribute=True)
+    kept, rejected = stage(table)
+    assert kept.num_rows == 40 and rejected.num_rows == 360
+    with pytest.raises(ValueError, match="name the `quality` column"):
+        KMeansDiversity(clusters=4, fraction="auto", compute={"tokens": 100})
+    with pytest.raises(ValueError, match="auto needs `compute"):
+        KMeansDiversity(clusters=4, quality="quality", fraction="auto")
+
+
+def test_perplexity_and_color_filter_auto_decide_from_their_scores(tmp_path: Path) -> None:
+    """`fraction: auto` (perplexity, lowest) and `tau: auto` (CoLoR-Filter) on given scores: a tenth of the tokens
+    in one pass keeps the best tenth (the lowest perplexities; the highest CoLoR scores), and the decision reports
+    the recommendation for the manifest."""
+    from curate.stages.base import TableRows
+    from curate.stages.color_filter import ColorFilter
+    from curate.stages.perplexity import Perplexity
+
+    rng = np.random.default_rng(3)
+    n = 500
+    rows = TableRows(pa.table({"id": [f"r{i}" for i in range(n)], "text": ["one two three four"] * n}))
+    nll = rng.normal(3, 0.5, n)
+    summary = pa.table({"id": rows.table.column("id"), "lm_nll_mean": nll, "lm_nll_sum": nll * 4,
+                        "lm_tokens": np.full(n, 4)})
+    ppl = Perplexity(model="gpt2", mode="lowest", fraction="auto", compute={"tokens": 0.1 * 4 * n})
+    decision = ppl.decide(summary, rows)
+    kept = np.flatnonzero(np.array(decision.reason.to_pylist(), dtype=object) == None)  # noqa: E711
+    assert len(kept) == 50 and set(kept) == set(np.argsort(nll)[:50])
+    assert decision.report["summary"]["auto_budget"]["m"] == 1
+
+    score = rng.normal(size=n)
+    summary = pa.table({"id": rows.table.column("id"), "prior_nll_mean": score + 5, "cond_nll_mean": np.full(n, 5.0),
+                        "prior_tokens": np.full(n, 4)})
+    color = ColorFilter(tau="auto", compute={"tokens": 0.1 * 4 * n}, prior={"model": "gpt2"},
+                        conditional={"model": "gpt2"})
+    decision = color.decide(summary, rows)
+    kept = np.flatnonzero(np.array(decision.reason.to_pylist(), dtype=object) == None)  # noqa: E711
+    assert len(kept) == 50 and set(kept) == set(np.argsort(-score)[:50])
+    assert decision.report["auto_budget"]["tau"] == pytest.approx(10.0)

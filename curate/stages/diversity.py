@@ -3,7 +3,8 @@
 Method (global stage):
 1. FAISS k-means on the `embedding` column (`clusters` K, clamped to the number of rows with an
    embedding; see `curate.kmeans`).
-2. Budget B = `count`, or floor(`fraction` · N) with N = all input rows (give exactly one of the two).
+2. Budget B = `count`, or floor(`fraction` · N) with N = all input rows (give exactly one of the two); `fraction:
+   auto` takes the rows of the `quality` buckets the scaling law recommends for `compute:` (docs/methods.md §8).
 3. Per-cluster quotas b_j: `quota: equal` (the repo's code, b_j = min(floor(B/K), |C_j|)) or
    `proportional` (floor(B·|C_j|/N)); `redistribute: true` hands what small clusters leave unused to
    clusters with room (our improvement; off as in the repo). `cluster_weights` (K non-negative numbers,
@@ -44,6 +45,7 @@ from curate.embedding import EMBEDDING, check_embedding_type, embedding_matrix
 from curate.errors import CurateError
 from curate.models.finetune import FinetuneConfig
 from curate.models.locate import named_model_identity
+from curate.scaling import ComputeParams, auto_budget, needs_compute
 from curate.selection import (
     allocate_quotas,
     fraction_to_k,
@@ -53,6 +55,7 @@ from curate.selection import (
 )
 from curate.stages.base import Decision, GlobalStage, Rows, StageContext, register
 from curate.stages.clustering import KMeansParams
+from curate.token_count import word_counts
 
 log = logging.getLogger("curate")
 
@@ -71,7 +74,8 @@ class KMeansDiversityParams(KMeansParams):
     quality: str | None = None
     temperature: float = Field(1.0, gt=0)
     quality_scale: Literal["raw", "zscore"] = "raw"
-    fraction: float | None = Field(None, ge=0, le=1)
+    fraction: float | Literal["auto"] | None = None  # auto: the compute-aware share of the `quality` buckets
+    compute: ComputeParams | None = None  # the training budget behind `fraction: auto` (curate.scaling)
     count: int | None = Field(None, ge=0)
     cluster_weights: list[float] | None = None
     # iterative kMQ (§4.5): rounds > 1 fine-tunes and scores between rounds
@@ -88,6 +92,11 @@ class KMeansDiversityParams(KMeansParams):
     def _one_budget(self) -> KMeansDiversityParams:
         if (self.fraction is None) == (self.count is None):
             raise ValueError("give exactly one of 'fraction' and 'count'")
+        if isinstance(self.fraction, float) and not 0 <= self.fraction <= 1:
+            raise ValueError(f"fraction must be in [0, 1] or auto, got {self.fraction}")
+        if self.fraction == "auto" and not self.quality:
+            raise ValueError("fraction: auto ranks rows by quality: name the `quality` column")
+        needs_compute("fraction")(self)
         if self.rounds > 1:
             if self.finetune is None:
                 raise ValueError("rounds > 1 fine-tunes between rounds: give `finetune` ({model: ...} or "
@@ -167,7 +176,13 @@ class KMeansDiversity(GlobalStage):
         labels[live] = result.assignment
         k = result.k
         sizes = np.bincount(result.assignment, minlength=k)
-        budget = p.count if p.count is not None else fraction_to_k(p.fraction, n)
+        auto = None
+        if p.fraction == "auto":
+            quality = pc.cast(summary.column(p.quality), pa.float64()).to_numpy(zero_copy_only=False)[live]
+            words = word_counts(rows.take(live, ["text"]).column("text"))
+            budget, auto = auto_budget(quality.astype(np.float64), words, p.compute, True, self.name)
+        else:
+            budget = p.count if p.count is not None else fraction_to_k(p.fraction, n)
         if p.rounds > 1:
             return self._decide_rounds(labels, valid, k, budget, rows, rng)
         if p.cluster_weights is not None:
@@ -203,6 +218,7 @@ class KMeansDiversity(GlobalStage):
             details={"cluster_size": per_row(sizes if k else np.zeros(1, np.int64)),
                      "cluster_quota": per_row(quotas if k else np.zeros(1, np.int64)),
                      "n_clusters": pa.array(np.full(n, k, np.int32), pa.int32(), mask=keep)},
+            report=None if auto is None else {"auto_budget": auto, "summary": {"auto_budget": auto}},
         )
 
     def _decide_rounds(self, labels: np.ndarray, valid: np.ndarray, k: int, budget: int, rows: Rows,
