@@ -162,8 +162,17 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
 
 def _format_pydantic(error: ValidationError, root: type[BaseModel], prefix: str = "") -> list[str]:
     problems = []
-    for e in error.errors():
-        parts = [p for i, p in enumerate(e["loc"]) if not (i == 1 and e["loc"][0] == "heldout")]  # union tags
+    errors = error.errors()
+    # `target:` is one dataset or a list: the form that was not given only complains that it was not given
+    wrong_form = [e for e in errors if root is PipelineConfig and len(e["loc"]) == 2 and e["loc"][0] == "target"
+                  and e["type"] in ("list_type", "model_type", "dict_type", "model_attributes_type")]
+    for e in errors:
+        loc = e["loc"]
+        if e in wrong_form and len(wrong_form) < sum(1 for x in errors if x["loc"][:1] == ("target",)):
+            continue
+        union_tag = loc[:1] in (("heldout",), ("target",)) and len(loc) > 1 and isinstance(loc[1], str) and (
+            loc[0] == "heldout" or loc[1] in ("TargetSpec", "list[TargetSpec]"))
+        parts = [p for i, p in enumerate(loc) if not (i == 1 and union_tag)]
         loc = prefix + ".".join(str(p) for p in parts)
         if e["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown key; allowed: {_allowed_keys(_model_at(root, e['loc']))}")
