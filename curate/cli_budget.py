@@ -3,7 +3,8 @@
 The step's rows, kept and dropped (its `<label>_all` view), are split into quality buckets by quantiles of the
 score column; tokens are white-space words of `text`. The scaling law predicts the error of training on the best
 m buckets for the budget (`--tokens`, or `--epochs` over all scored tokens); the command prints that curve and
-the recommended selection ratio. Without `--utility`/`--half-life` it uses our heuristic defaults, and says so.
+the recommended selection ratio. Its parameters: fitted to measurements of your own runs (`--fit`), given
+(`--utility`, `--half-life`), or our heuristic defaults, which it says.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def budget(
     utility: str = typer.Option(None, "--utility", help="fitted utility exponents b_i, best bucket first, comma-"
                                 "separated (default: our heuristic)"),
     half_life: str = typer.Option(None, "--half-life", help="fitted repetition half-lives τ_i, comma-separated"),
+    fit: Path = typer.Option(None, "--fit", help="fit the law to your runs first: a CSV or JSON of measurements "
+                             "(bucket, samples, pool, error; bucket 0 = the best)"),
     lower_is_better: bool = typer.Option(None, "--lower-is-better/--higher-is-better",
                                          help="the score's direction (default: the stage's)"),
     as_json: bool = typer.Option(False, "--json", help="print the recommendation as JSON"),
@@ -73,8 +76,17 @@ def budget(
     from curate.token_count import word_counts
 
     try:
-        compute = ComputeParams(tokens=tokens, epochs=epochs, buckets=buckets, utility=_floats(utility, "--utility"),
-                                half_life=_floats(half_life, "--half-life"))
+        settings = {"utility": _floats(utility, "--utility"), "half_life": _floats(half_life, "--half-life")}
+        if fit is not None:
+            from curate.scaling_fit import fit_parameters, read_measurements
+
+            fitted = fit_parameters(read_measurements(fit))
+            settings = {"buckets": len(fitted.b), "utility": fitted.b, "half_life": fitted.tau, "a": fitted.a,
+                        "z": fitted.z}
+            if not as_json:
+                console.print(f"fitted to {fit}: a = {fitted.a:.4g}, b = {[round(b, 3) for b in fitted.b]}, "
+                              f"τ = {[round(t, 2) for t in fitted.tau]} (squared error {fitted.sse:.3g})")
+        compute = ComputeParams(tokens=tokens, epochs=epochs, **{"buckets": buckets, **settings})
     except ValueError as error:
         _fail(CurateError(str(error).split("\n", 1)[-1]))
     try:

@@ -148,6 +148,11 @@ def test_curate_budget_command(tmp_path: Path) -> None:
     assert shares[0] < shares[1] and shares[0] == pytest.approx(0.1)
     table = curate("budget", "run", "--score", "ot_grad", "--tokens", "500", cwd=tmp_path).stdout
     assert "recommended selection ratio" in table and "heuristic defaults" in table
+    (tmp_path / "runs.csv").write_text("bucket,samples,pool,error\n0,1000,1000,0.6\n0,4000,1000,0.5\n"
+                                       "1,1000,1000,0.7\n1,4000,1000,0.62\n")
+    fitted = json.loads(curate("budget", "run", "--score", "ot_grad", "--epochs", "2", "--fit", "runs.csv", "--json",
+                               cwd=tmp_path).stdout)
+    assert fitted["parameters"] == "fitted" and fitted["buckets"] == 2 and len(fitted["b"]) == 2
     missing = curate("budget", "run", "--score", "nope", "--tokens", "5", cwd=tmp_path, check=False)
     assert missing.returncode != 0 and "no column 'nope'" in missing.stdout + missing.stderr
 
@@ -202,3 +207,22 @@ def test_perplexity_and_color_filter_auto_decide_from_their_scores(tmp_path: Pat
     kept = np.flatnonzero(np.array(decision.reason.to_pylist(), dtype=object) == None)  # noqa: E711
     assert len(kept) == 50 and set(kept) == set(np.argsort(-score)[:50])
     assert decision.report["auto_budget"]["tau"] == pytest.approx(10.0)
+
+
+def test_fit_recovers_known_parameters_and_feeds_curate_budget(tmp_path: Path) -> None:
+    """Measurements made by the law itself (a = 0.02, b = (-0.2, -0.1), τ = (2, 6); 1..8 passes over buckets of 1e6)
+    are fitted back to the grid points nearest the truth, with a squared error of ~0."""
+    from curate.scaling_fit import Measurement, fit_parameters, read_measurements
+
+    truth = {"a": 0.02, "b": [-0.2, -0.1], "tau": [2.0, 6.0]}
+    rows = [Measurement(i, passes * 1e6, 1e6, effective_utility(passes * 1e6, 1e6, truth["b"][i], truth["tau"][i],
+                                                                a=truth["a"]))
+            for i in range(2) for passes in (1, 2, 4, 8)]
+    fit = fit_parameters(rows, a_grid=np.array([0.01, 0.02, 0.04]))
+    assert fit.a == 0.02 and fit.sse < 1e-6
+    assert fit.b == pytest.approx(truth["b"], abs=0.005) and fit.tau == pytest.approx(truth["tau"], abs=0.1)
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps([r.__dict__ for r in rows]))
+    assert read_measurements(path) == rows
+    with pytest.raises(ValueError, match=r"numbered 0\.\.0"):
+        fit_parameters([Measurement(1, 1e6, 1e6, 0.5)])
