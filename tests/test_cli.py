@@ -145,7 +145,7 @@ def test_inspect_and_validate(demo_run, tmp_path):
 
 def test_frozen_config_repeats_the_run_without_work(demo_run, tmp_path):
     out = curate("run", str(demo_run / "config.yaml"), "--no-prefect", cwd=tmp_path).stdout
-    assert out.count("skipped") == 15  # target, heldout, ingest and the 12 stages
+    assert out.count("skipped") == 16  # target, heldout, the target without held-out rows, ingest, 12 stages
 
 
 def test_train_lm_command(tmp_path):

@@ -52,9 +52,9 @@ def test_targeted_pretrain_gives_the_recorded_outputs(tmp_path):
     assert digest(tmp_path / "run", ignore=frozenset({"demo-html-000"})) == RECORDED["targeted-pretrain"]
 
 
-def test_sft_mixture_recipe_runs_as_a_prefect_flow(tmp_path):
+def test_sft_mixture_recipe_runs_through_the_cli(tmp_path):
     """Two selections branch from dedup, meet in a mixture, and a model is fine-tuned on it and measured on the
-    held-out target rows; through the CLI and Prefect (ephemeral server), as a user runs it."""
+    held-out target rows; through the CLI, in-process (tests/flows run `curate run` as a Prefect flow on a server)."""
     from transformers import AutoModelForCausalLM
 
     from curate.artifacts import Artifacts
@@ -63,7 +63,7 @@ def test_sft_mixture_recipe_runs_as_a_prefect_flow(tmp_path):
 
     recipe = Path(__file__).parents[1] / "configs" / "sft-mixture.yaml"
     run = tmp_path / "run"
-    result = curate("run", str(recipe), "-o", str(run), cwd=tmp_path)
+    result = curate("run", str(recipe), "-o", str(run), "--no-prefect", cwd=tmp_path)
     assert "finetune" in result.stdout
     steps = {s["label"]: s for s in query(run, "SELECT label, parents, output, rows_out FROM steps").to_pylist()}
     assert steps["targeted"]["parents"] == steps["embed"]["parents"] == ["dedup"]

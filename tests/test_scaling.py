@@ -134,11 +134,14 @@ def test_curate_budget_command(tmp_path: Path) -> None:
 
     pq.write_table(pq_rows, tmp_path / "pool.parquet")
     pq.write_table(target, tmp_path / "target.parquet")
-    (tmp_path / "c.yaml").write_text(json.dumps({
+    from curate.config import parse_config
+    from curate.runner import run_pipeline
+
+    run_pipeline(parse_config({
         "name": "b", "inputs": [{"path": "pool.parquet"}], "target": {"path": "target.parquet"}, "output": "run",
         "engine": {"prefect": False}, "stages": [{"got_d": {"budget": 0.5, "sinkhorn": {"epsilon_relative": True,
-                                                                                        "epsilon": 0.05}}}]}))
-    curate("run", "c.yaml", "--no-prefect", cwd=tmp_path)
+                                                                                        "epsilon": 0.05}}}]},
+        base_dir=tmp_path))
     shares = []
     for epochs in ("0.1", "20"):
         out = json.loads(curate("budget", "run", "--score", "ot_grad", "--epochs", epochs, "--json",
