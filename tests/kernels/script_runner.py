@@ -40,3 +40,21 @@ def peak_rss_growth(fn: Callable[[], Any]) -> tuple[Any, int]:
 def child_main(commands: dict[str, Callable[[list[str]], dict[str, Any]]]) -> None:
     """The script side: runs the command named by argv[1] with the rest of argv; prints its JSON result last."""
     print(json.dumps(commands[sys.argv[1]](sys.argv[2:])))
+
+
+def compile_for_gpu(kernel: Any, signature: dict[str, str], constexprs: dict[str, Any], capability: int,
+                    num_warps: int, num_stages: int) -> str | None:
+    """Lowers a `@triton.jit` kernel to a cubin for sm_<capability> without a GPU (Triton's own compiler); None when
+    it compiles, else the error. Catches what the interpreter forgives (globals in jit code, dtype errors)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    try:
+        source = ASTSource(fn=kernel, signature={**signature, **dict.fromkeys(constexprs, "constexpr")},
+                           constexprs=constexprs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                                  options={"num_warps": num_warps, "num_stages": num_stages})
+        return None if compiled.asm.get("cubin") else "no cubin"
+    except Exception as exc:  # report every failure, not just the first
+        return f"{type(exc).__name__}: {str(exc)[:2000]}"

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from curate.kernels.chunked_ce import IGNORE_INDEX, sequence_nll, token_nll, token_nll_reference
 
 from tests.kernels.head_inputs import head_inputs
-from tests.kernels.script_runner import child_main, peak_rss_growth, run_script
+from tests.kernels.script_runner import child_main, compile_for_gpu, peak_rss_growth, run_script
 
 # glibc serves large blocks by mmap and unmaps them when freed, unless its threshold has adapted upwards after
 # a free (then freed tiles linger in the heap and the peak RSS sometimes counts two): a fixed threshold keeps
@@ -316,10 +316,7 @@ def _interpret_main(folder: Path) -> dict[str, Any]:
 
 def _compile_main() -> dict[str, Any]:
     """Child: compiles the kernel for CUDA targets without a GPU."""
-    import triton
     from curate.kernels.triton_ce import _partial_lse_kernel, _tiles
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     compiled, errors = [], []
     for capability, dtype, torch_dtype, has_bias, precision in [(90, "bf16", torch.bfloat16, True, "ieee"),
@@ -331,15 +328,11 @@ def _compile_main() -> dict[str, Any]:
                      "span": "i32", "stride_h": "i32", "stride_w": "i32"}
         constexprs = {"HAS_BIAS": has_bias, "PRECISION": precision, "UPCAST": False, "BLOCK_N": block_n,
                       "BLOCK_V": block_v, "BLOCK_H": block_h}
-        signature.update(dict.fromkeys(constexprs, "constexpr"))
-        source = ASTSource(fn=_partial_lse_kernel, signature=signature, constexprs=constexprs)
-        try:
-            kernel = triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                                    options={"num_warps": num_warps, "num_stages": num_stages})
-            assert kernel.asm.get("cubin"), "no cubin"
+        error = compile_for_gpu(_partial_lse_kernel, signature, constexprs, capability, num_warps, num_stages)
+        if error:
+            errors.append(f"sm_{capability} {dtype}: {error}")
+        else:
             compiled.append(f"sm_{capability} {dtype}")
-        except Exception as exc:  # report every failure, not just the first
-            errors.append(f"sm_{capability} {dtype}: {type(exc).__name__}: {str(exc)[:2000]}")
     return {"compiled": compiled, "errors": errors}
 
 

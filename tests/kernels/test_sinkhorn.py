@@ -17,7 +17,7 @@ import pytest
 import torch
 from curate.kernels.sinkhorn import logsumexp_cost, logsumexp_cost_reference, sinkhorn_update
 
-from tests.kernels.script_runner import child_main, peak_rss_growth, run_script
+from tests.kernels.script_runner import child_main, compile_for_gpu, peak_rss_growth, run_script
 
 
 def make_inputs(m: int, n: int, d: int, scale: float = 1.0, seed: int = 0,
@@ -193,26 +193,19 @@ def _interpret_main(folder: Path) -> dict[str, Any]:
 
 
 def _compile_main() -> dict[str, Any]:
-    import triton
     from curate.kernels.triton_sinkhorn import _partial_lse_cost_kernel
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     signature = {"x_ptr": "*fp32", "y_ptr": "*fp32", "xsq_ptr": "*fp32", "ysq_ptr": "*fp32", "pot_ptr": "*fp32",
                  "out_ptr": "*fp32", "m_rows": "i32", "n_rows": "i32", "dim": "i32", "span": "i32",
                  "inv_eps": "fp32", "stride_x": "i32", "stride_y": "i32"}
     constexprs = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": 32}
-    signature.update(dict.fromkeys(constexprs, "constexpr"))
     compiled, errors = [], []
     for capability in (80, 90):
-        try:
-            source = ASTSource(fn=_partial_lse_cost_kernel, signature=signature, constexprs=constexprs)
-            kernel = triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                                    options={"num_warps": 4, "num_stages": 2})
-            assert kernel.asm.get("cubin"), "no cubin"
+        error = compile_for_gpu(_partial_lse_cost_kernel, signature, constexprs, capability, 4, 2)
+        if error:
+            errors.append(f"sm_{capability}: {error}")
+        else:
             compiled.append(f"sm_{capability}")
-        except Exception as exc:  # report every failure
-            errors.append(f"sm_{capability}: {type(exc).__name__}: {str(exc)[:2000]}")
     return {"compiled": compiled, "errors": errors}
 
 
