@@ -126,7 +126,7 @@ def target_units(config: PipelineConfig) -> list[InputUnit]:
     listed = isinstance(config.target, list)
     for i, spec in enumerate(config.targets()):
         found = units_for(spec, f"target[{i}]" if listed else "target", config, start=len(units))
-        units += [replace(u, target=spec.name or "target", target_weight=spec.weight) for u in found]
+        units += [replace(u, target=spec.name, target_weight=spec.weight) for u in found]  # targets() names them
     return units
 
 

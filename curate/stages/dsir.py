@@ -126,11 +126,11 @@ class Dsir(GlobalStage):
             raise CurateError(f"dsir: the target has no column {p.column!r} (`column`)")
         groups = target_groups(target)
         texts = target.column(p.column).combine_chunks()
-        per_target = [self._counts(texts.take(pa.array(g.positions))).astype(np.float64) + p.smoothing
-                      for g in groups]
-        empty = [g.name for g, c in zip(groups, per_target, strict=True) if c.sum() - p.smoothing * p.num_buckets <= 0]
+        counts = [self._counts(texts.take(pa.array(g.positions))) for g in groups]
+        empty = [g.name for g, c in zip(groups, counts, strict=True) if not c.sum()]
         if empty:
             raise CurateError(f"dsir: target(s) {empty} have no words in column {p.column!r}")
+        per_target = [c + float(p.smoothing) for c in counts]
         raw, tokens = self._raw_counts(context)
         if p.separate_targets:
             ratios = np.stack([log_ratio(c, raw) for c in per_target])
@@ -143,7 +143,7 @@ class Dsir(GlobalStage):
         np.save(path, ratios)
         return {"log_ratio": str(path), "targets": [g.name for g in groups],
                 "target_weights": [g.weight for g in groups],
-                "target_tokens": [float(c.sum() - p.smoothing * p.num_buckets) for c in per_target],
+                "target_tokens": [float(c.sum()) for c in counts],
                 "raw_tokens_fit": int(tokens)}
 
     def _raw_counts(self, context: StageContext) -> tuple[np.ndarray, int]:

@@ -38,7 +38,7 @@ from curate.scaling import ComputeParams, auto_budget, needs_compute
 from curate.selection import Budget, budget_to_k, top_k
 from curate.stages.base import Decision, GlobalStage, Params, Resources, Rows, StageContext, register
 from curate.stages.embed import EmbedParams
-from curate.targets import target_row_weights
+from curate.targets import target_groups, target_row_weights
 from curate.token_count import word_counts
 
 log = logging.getLogger("curate")
@@ -144,11 +144,11 @@ class GotD(GlobalStage):
         else:
             if column not in table.column_names:
                 raise CurateError(f"got_d: the target has no column {column!r} to embed (embed.column)")
+            keep = np.array([bool(t and t.strip()) for t in table.column(column).to_pylist()], dtype=bool)
+            table, weights = table.filter(pa.array(keep)), weights[keep]
             texts = table.column(column).to_pylist()
-            keep = np.array([bool(t and t.strip()) for t in texts])
-            texts, weights = [t for t, k in zip(texts, keep, strict=True) if k], weights[keep]
             if self.params.length_normalize:
-                texts, weights = self._normalized_target(texts, weights, table, keep)
+                texts, weights = self._normalized_target(table, texts, weights)
             vectors = self._embedder().embed_texts(texts)
         if not len(vectors):
             raise CurateError("got_d: the target has no rows with a text or an embedding")
@@ -157,19 +157,14 @@ class GotD(GlobalStage):
         np.savez(path, vectors=vectors.astype(np.float32), weights=weights / weights.sum())
         return {"target": str(path), "models": str(context.models_dir)}
 
-    def _normalized_target(self, texts: list[str], weights: np.ndarray, table: pa.Table,
-                           keep: np.ndarray) -> tuple[list[str], np.ndarray]:
+    def _normalized_target(self, table: pa.Table, texts: list[str],
+                           weights: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Length-normalised pieces within each target, each piece with an equal share of its target's mass."""
-        from curate.targets import TARGET_NAME
-
-        names = (np.array(table.column(TARGET_NAME).to_pylist(), dtype=object)[keep]
-                 if TARGET_NAME in table.column_names else np.full(len(texts), "target", dtype=object))
         pieces, piece_weights = [], []
-        for name in dict.fromkeys(names.tolist()):
-            rows = np.flatnonzero(names == name)
-            joined = normalize_lengths([texts[i] for i in rows], self.params.chars)
+        for group in target_groups(table):
+            joined = normalize_lengths([texts[i] for i in group.positions], self.params.chars)
             pieces += joined
-            piece_weights += [weights[rows].sum() / len(joined)] * len(joined)
+            piece_weights += [weights[group.positions].sum() / len(joined)] * len(joined)
         return pieces, np.array(piece_weights)
 
     # -- per shard: pieces of the candidates (length normalisation only)
