@@ -34,13 +34,18 @@ def effective_utility(n: float, pool: float, b: float | np.ndarray, tau: float |
     """
     if n <= 0 or pool <= 0:
         raise ValueError(f"samples seen and pool size must be > 0, got {n} and {pool}")
-    passes = math.floor(n / pool)
-    exponents = _pass_exponents(b, tau, passes)
-    first = (a * min(pool, n) / z) ** exponents[0]
-    product = 1.0
-    for k in range(1, passes + 1):
-        end, start = a * min(pool * (k + 1), n) / z, a * pool * k / z
-        product *= (end / start) ** exponents[k]
+    return float(law(n, pool, _pass_exponents(b, tau, math.floor(n / pool)), a, d, d_additive, z))
+
+
+def law(n: float, pool: float, exponents: np.ndarray, a: float = 1.0, d: float = 0.0, d_additive: bool = False,
+        z: float = Z) -> np.ndarray:
+    """The law of §8.1 given every pass's exponent, `exponents[..., k]` for k = 0..floor(n / pool); leading axes
+    broadcast, so a whole grid of parameters is one call (`curate.scaling_fit`). Pass k multiplies the error by
+    (n_k / n'_k)^b_k; a and z cancel in that ratio."""
+    k = np.arange(1, math.floor(n / pool) + 1)
+    log_ratio = np.log(np.minimum(pool * (k + 1), n) / (pool * k))
+    first = (a * min(pool, n) / z) ** exponents[..., 0]
+    product = np.exp((exponents[..., 1:] * log_ratio).sum(axis=-1))
     return d + first * product if d_additive else (first + d) * product
 
 

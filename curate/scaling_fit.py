@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.scaling import Z
+from curate.scaling import Z, law
 
 B_GRID = np.linspace(-0.5, -0.005, 100)
 TAU_GRID = np.linspace(1.0, 10.0, 100)
@@ -44,12 +44,9 @@ class Fit:
 def utility_grid(n: float, pool: float, b: np.ndarray, tau: np.ndarray, a: float, d: float = 0.0,
                  z: float = Z) -> np.ndarray:
     """`effective_utility(n, pool, b_i, τ_j, a, d)` for every pair of the grids b (B,) and τ (T,): shape (B, T)."""
-    passes = math.floor(n / pool)
-    k = np.arange(1, passes + 1)
-    log_ratio = np.log((a * np.minimum(pool * (k + 1), n) / z) / (a * pool * k / z))  # (K,)
-    exponents = b[:, None, None] * 0.5 ** (k[None, None, :] / tau[None, :, None])  # (B, T, K)
-    first = (a * min(pool, n) / z) ** b[:, None]  # (B, 1)
-    return (first + d) * np.exp((exponents * log_ratio).sum(axis=-1))
+    k = np.arange(math.floor(n / pool) + 1)
+    exponents = b[:, None, None] * 0.5 ** (k[None, None, :] / tau[None, :, None])  # (B, T, passes + 1)
+    return law(n, pool, exponents, a, d, z=z)
 
 
 def fit_parameters(measurements: list[Measurement], a_grid: np.ndarray | None = None, d: float = 0.0,
