@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import IGNORE_INDEX, triton_available
+from .common import IGNORE_INDEX, fold_logsumexp_, triton_available
 
 __all__ = ["IGNORE_INDEX", "sequence_nll", "token_nll", "token_nll_reference"]
 # what tl.dot takes; anything else (e.g. float64) stays on the reference
@@ -48,11 +48,7 @@ def token_nll_reference(hidden: torch.Tensor, weight: torch.Tensor, labels: torc
         inside = (safe_labels >= start) & (safe_labels < stop)
         column = (safe_labels - start).clamp(0, stop - start - 1)
         target += torch.where(inside, logits.gather(1, column[:, None]).squeeze(1), 0.0)
-        new_max = torch.maximum(running_max, logits.amax(dim=1))
-        # rows whose logits so far are all -inf (a -inf bias) would give exp(-inf - -inf) = NaN
-        shift = torch.where(torch.isneginf(new_max), 0.0, new_max)
-        running_sum = running_sum * torch.exp(running_max - shift) + logits.sub_(shift[:, None]).exp_().sum(1)
-        running_max = new_max
+        running_max, running_sum = fold_logsumexp_(running_max, running_sum, logits)  # a -inf bias gives no NaN
         del logits  # free this tile before the next tile's matmul allocates its own: one tile alive, not two
     nll = running_max + torch.log(running_sum) - target
     return torch.where(valid, nll, torch.zeros_like(nll))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import triton_available
+from .common import fold_logsumexp_, triton_available
 
 __all__ = ["logsumexp_cost", "logsumexp_cost_reference", "sinkhorn_update"]
 DEFAULT_BLOCK = 2000
@@ -55,10 +55,7 @@ def logsumexp_cost_reference(x: torch.Tensor, y: torch.Tensor, potential: torch.
             # -C/eps + g/eps in place on the fresh matmul output: one tile alive at a time
             tile = torch.addmm(x_sq[r0:r1, None] + y_sq[None, c0:c1], x[r0:r1], y[c0:c1].T, alpha=-2.0)
             tile.clamp_(min=0).div_(-eps).add_(scaled[None, c0:c1])
-            new_max = torch.maximum(run_max, tile.amax(1))
-            shift = torch.where(torch.isneginf(new_max), 0.0, new_max)
-            run_sum = run_sum * torch.exp(run_max - shift) + tile.sub_(shift[:, None]).exp_().sum(1)
-            run_max = new_max
+            run_max, run_sum = fold_logsumexp_(run_max, run_sum, tile)
             del tile
         out[r0:r1] = run_max + torch.log(run_sum)
     return out

@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from .common import IGNORE_INDEX
+from .triton_common import fold_logsumexp
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -73,11 +74,7 @@ def _partial_lse_kernel(
         # columns past the span must not count in the sum: exp(-inf) = 0
         logits = tl.where(col_ok[None, :], logits, float("-inf"))
 
-        new_max = tl.maximum(run_max, tl.max(logits, axis=1))
-        # a row whose logits so far are all -inf (e.g. a -inf bias) would give exp(-inf - -inf) = NaN
-        shift = tl.where(new_max == float("-inf"), 0.0, new_max)
-        run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(logits - shift[:, None]), axis=1)
-        run_max = new_max
+        run_max, run_sum = fold_logsumexp(run_max, run_sum, logits)  # a -inf bias gives no NaN
         # exactly one column of one tile matches a valid label; ignored labels (-100) match none
         target += tl.sum(tl.where(cols[None, :] == labels[:, None], logits, 0.0), axis=1)
 

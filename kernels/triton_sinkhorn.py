@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_common import fold_logsumexp
+
 
 @triton.jit
 def _partial_lse_cost_kernel(
@@ -54,10 +56,7 @@ def _partial_lse_cost_kernel(
         z = (pot[None, :] - cost) * inv_eps
         z = tl.where(col_ok[None, :], z, float("-inf"))  # columns past the span add exp(-inf) = 0
 
-        new_max = tl.maximum(run_max, tl.max(z, axis=1))
-        shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # a row with only -inf so far: no NaN
-        run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(z - shift[:, None]), axis=1)
-        run_max = new_max
+        run_max, run_sum = fold_logsumexp(run_max, run_sum, z)  # a row with only -inf so far: no NaN
 
     tl.store(out_ptr + pid_s * m_rows + rows, run_max + tl.log(run_sum), mask=row_ok)
 
