@@ -268,12 +268,9 @@ class Runner:
         common = {"fingerprint": step.fingerprint, "parents": [source.fingerprint], "config": dict(step.params)}
         parts = {}
         for name, mask, folder in (("target", ~held, self.run_dir.target), ("heldout", held, step.out_dir)):
-            shutil.rmtree(folder, ignore_errors=True)
             part = table.filter(pa.array(mask))
             parts[name] = part.column("id").to_pylist()
-            stats = {"rows_in": n, "rows_out": part.num_rows, "rows_kept": part.num_rows, "rows_rejected": 0,
-                     "rows_added": 0, "seconds": round(time.perf_counter() - start, 3), "reasons": {}}
-            Dataset.write(folder, part, stage=name, stats=stats, **common)
+            _write_sample(folder, part, name, n, start, **common)
         split = {"split_from_target": step.params["split_from_target"], "seed": step.params["seed"],
                  "target_ids": parts["target"], "heldout_ids": parts["heldout"]}
         atomic_write_text(self.run_dir.heldout_split, json.dumps(split, indent=1))
@@ -297,11 +294,8 @@ class Runner:
                 overlap |= present & np.isin(keys, seen)
         kept = table.filter(pa.array(~overlap))
         dropped = table.filter(pa.array(overlap)).column("id").to_pylist()
-        stats = {"rows_in": table.num_rows, "rows_out": kept.num_rows, "rows_kept": kept.num_rows,
-                 "rows_rejected": len(dropped), "rows_added": 0, "seconds": round(time.perf_counter() - start, 3),
-                 "reasons": {"in_heldout": len(dropped)} if dropped else {}}
-        shutil.rmtree(step.out_dir, ignore_errors=True)
-        Dataset.write(step.out_dir, kept, stage="target", stats=stats, fingerprint=step.fingerprint,
+        _write_sample(step.out_dir, kept, "target", table.num_rows, start,
+                      {"in_heldout": len(dropped)} if dropped else {}, fingerprint=step.fingerprint,
                       parents=[source.fingerprint, held.fingerprint], config={})
         atomic_write_text(self.run_dir.heldout_overlap, json.dumps({"target_ids_in_heldout": dropped}, indent=1))
         if dropped:
@@ -424,6 +418,18 @@ def write_report_tables(folder: Path, tables: dict[str, list[dict[str, Any]]]) -
     for name, records in tables.items():
         (folder / TABLES).mkdir(exist_ok=True)
         pq.write_table(pa.Table.from_pylist(records), folder / TABLES / f"{name}.parquet")
+
+
+def _write_sample(folder: Path, rows: pa.Table, name: str, rows_in: int, start: float,
+                  reasons: dict[str, int] | None = None, **manifest: Any) -> None:
+    """A run-level sample (target or heldout) written whole, with the counts of a step that kept `rows` of
+    `rows_in` (the rows it left out counted by reason)."""
+    reasons = reasons or {}
+    stats = {"rows_in": rows_in, "rows_out": rows.num_rows, "rows_kept": rows.num_rows,
+             "rows_rejected": sum(reasons.values()), "rows_added": 0,
+             "seconds": round(time.perf_counter() - start, 3), "reasons": reasons}
+    shutil.rmtree(folder, ignore_errors=True)
+    Dataset.write(folder, rows, stage=name, stats=stats, **manifest)
 
 
 def run_pipeline(config: PipelineConfig, executor: Executor | None = None) -> list[StepResult]:
