@@ -192,3 +192,13 @@ def auto_budget(scores: np.ndarray, tokens: np.ndarray, compute: ComputeParams |
              "tokens, by the scaling law with %s", what, rec.m, rec.buckets, 100 * rec.fraction, rec.budget_tokens,
              label)
     return int(rec.curve[rec.m - 1]["rows"]), rec.summary() | {"curve": rec.curve}
+
+
+def auto_budget_of_rows(scores: np.ndarray, rows: Any, positions: np.ndarray, compute: ComputeParams | None,
+                        higher_is_better: bool, what: str) -> tuple[int, dict[str, Any]]:
+    """`auto_budget` for the rows at `positions` of a decision's input (`Rows`), their tokens counted as the
+    white-space words of `text` (what `curate budget` counts too)."""
+    from curate.token_count import word_counts
+
+    words = word_counts(rows.take(positions, ["text"]).column("text"))
+    return auto_budget(scores, words, compute, higher_is_better, what)

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 
 from curate.models.lm_train import LMTrainConfig
 from curate.models.locate import named_model_identity
-from curate.scaling import ComputeParams, auto_budget, needs_compute
+from curate.scaling import ComputeParams, auto_budget_of_rows, needs_compute
 from curate.selection import top_k
 from curate.stages.base import Decision, GlobalStage, Params, Rows, StageContext, register
 from curate.stages.lm_scoring import (
@@ -38,7 +38,6 @@ from curate.stages.lm_scoring import (
     training_texts,
 )
 from curate.targets import TARGET_NAME, TARGET_WEIGHT, weighted_union
-from curate.token_count import word_counts
 
 
 class PriorParams(Params):
@@ -178,8 +177,7 @@ class ColorFilter(GlobalStage):
         scored = np.flatnonzero((get("prior_tokens") > 0) & np.isfinite(score))
         tau, report = p.tau, None
         if tau == "auto":
-            words = word_counts(rows.take(scored, ["text"]).column("text"))
-            k, auto = auto_budget(score[scored], words, p.compute, True, self.name)
+            k, auto = auto_budget_of_rows(score[scored], rows, scored, p.compute, True, self.name)
             tau = len(scored) / max(k, 1)  # int(N / tau) = k
             report = {"auto_budget": auto | {"tau": tau}, "summary": {"auto_budget": auto | {"tau": tau}}}
         keep = scored[color_select(score[scored], tau, p.mode, p.batch, p.seed)]

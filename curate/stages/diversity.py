@@ -45,7 +45,7 @@ from curate.embedding import EMBEDDING, check_embedding_type, embedding_matrix
 from curate.errors import CurateError
 from curate.models.finetune import FinetuneConfig
 from curate.models.locate import named_model_identity
-from curate.scaling import ComputeParams, auto_budget, needs_compute
+from curate.scaling import ComputeParams, auto_budget_of_rows, needs_compute
 from curate.selection import (
     allocate_quotas,
     fraction_to_k,
@@ -55,7 +55,6 @@ from curate.selection import (
 )
 from curate.stages.base import Decision, GlobalStage, Rows, StageContext, register
 from curate.stages.clustering import KMeansParams
-from curate.token_count import word_counts
 
 log = logging.getLogger("curate")
 
@@ -179,8 +178,7 @@ class KMeansDiversity(GlobalStage):
         auto = None
         if p.fraction == "auto":
             quality = pc.cast(summary.column(p.quality), pa.float64()).to_numpy(zero_copy_only=False)[live]
-            words = word_counts(rows.take(live, ["text"]).column("text"))
-            budget, auto = auto_budget(quality.astype(np.float64), words, p.compute, True, self.name)
+            budget, auto = auto_budget_of_rows(quality.astype(np.float64), rows, live, p.compute, True, self.name)
         else:
             budget = p.count if p.count is not None else fraction_to_k(p.fraction, n)
         if p.rounds > 1:

@@ -34,12 +34,11 @@ from pydantic import Field, model_validator
 from curate.arrays import matrix_to_column
 from curate.embedding import EMBEDDING, embedding_matrix
 from curate.errors import CurateError
-from curate.scaling import ComputeParams, auto_budget, needs_compute
+from curate.scaling import ComputeParams, auto_budget_of_rows, needs_compute
 from curate.selection import Budget, budget_to_k, top_k
 from curate.stages.base import Decision, GlobalStage, Params, Resources, Rows, StageContext, register
 from curate.stages.embed import EmbedParams
 from curate.targets import target_groups, target_row_weights
-from curate.token_count import word_counts
 
 log = logging.getLogger("curate")
 PIECES = "_pieces"  # a summary column: the embeddings of a row's pieces (length normalisation)
@@ -231,8 +230,8 @@ class GotD(GlobalStage):
             grad[counts > 0] = (np.bincount(owner, per_vector, minlength=n) / np.maximum(counts, 1))[counts > 0]
             live = np.flatnonzero(valid)
             if self.params.budget == "auto":
-                words = word_counts(rows.take(live, ["text"]).column("text"))
-                k, report["auto_budget"] = auto_budget(grad[live], words, self.params.compute, False, self.name)
+                k, report["auto_budget"] = auto_budget_of_rows(grad[live], rows, live, self.params.compute, False,
+                                                               self.name)
             else:
                 k = budget_to_k(self.params.budget, n)
             keep = live[top_k(-grad[live], k)]

@@ -148,3 +148,13 @@ def test_runner_embeds_the_target_with_the_upstream_embedder(tmp_path: Path) -> 
         report = json.loads((tmp_path / "run" / "stages" / label / "sinkhorn.json").read_text())
         assert report["converged"] and report["targets"] >= 1
     assert all(r.status == "ran" for r in results)
+
+
+def test_auto_budget_keeps_the_recommended_gradient_buckets(tmp_path: Path) -> None:
+    """`budget: auto` with a tenth of the pool's words as the compute: the best tenth by `ot_grad` (most negative
+    first), and the recommendation in the report."""
+    stage = prepared(embedded(points((1, 100), (3, 100)), "t"), tmp_path)
+    pool = embedded(points((1, 900), (3, 100), seed=1), text=["two words"] * 1000)
+    kept, _, report = decide(stage, pool, budget="auto", compute={"tokens": 200})
+    assert len(kept) == 100 and (kept >= 900).mean() >= 0.9
+    assert report["summary"]["auto_budget"]["m"] == 1 and report["budget"] == 100
