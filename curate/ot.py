@@ -86,6 +86,7 @@ def sinkhorn(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, a: np.n
         raise ValueError(f"epsilon must be > 0, got {eps} (mean cost {mean_cost:.4g})")
     log_a = _log_marginal(a, m, dtype, dev)
     log_b = _log_marginal(b, n, dtype, dev)
+    mass_b = log_b.exp()  # the error of every iteration weighs by it
     f = torch.zeros(m, dtype=dtype, device=dev)
     g = torch.zeros(n, dtype=dtype, device=dev)
     error, converged, iterations = math.inf, False, 0
@@ -93,7 +94,7 @@ def sinkhorn(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, a: np.n
         g_new = sinkhorn_update(yt, xt, f, log_b, eps, block)
         if iterations > 1:
             ratio = torch.exp(((g - g_new) / eps).clamp(max=60.0))
-            error = float((log_b.exp() * (ratio - 1).abs()).sum())
+            error = float((mass_b * (ratio - 1).abs()).sum())
             if on_iteration is not None:
                 on_iteration(iterations - 1, error)
             if error < tolerance:
@@ -103,7 +104,7 @@ def sinkhorn(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, a: np.n
         g = g_new if momentum == 1 else (1 - momentum) * g + momentum * g_new
         f_new = sinkhorn_update(xt, yt, g, log_a, eps, block)
         f = f_new if momentum == 1 else (1 - momentum) * f + momentum * f_new
-    cost = float((log_a.exp() * f).sum() + (log_b.exp() * g).sum())
+    cost = float((log_a.exp() * f).sum() + (mass_b * g).sum())
     result = SinkhornResult(f.double().cpu().numpy(), g.double().cpu().numpy(), cost, iterations, converged,
                             error, float(eps), mean_cost, time.perf_counter() - started)
     if not converged:
