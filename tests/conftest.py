@@ -52,3 +52,18 @@ def data_dir() -> Path:
 def table(**columns: list) -> pa.Table:
     """A small table from column lists: table(id=["a"], text=["hello"])."""
     return pa.table(columns)
+
+
+@pytest.fixture(scope="session")
+def math_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny GPT-2 trained on the GSM8K sample, once per session (generation, CLEAR and DART tests)."""
+    import torch
+
+    from tests.lm_fixtures import train_math_lm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return str(train_math_lm(tmp_path_factory.mktemp("math-lm") / "lm"))
+    finally:
+        torch.set_num_threads(threads)

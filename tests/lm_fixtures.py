@@ -15,3 +15,11 @@ TINY_LM = {"vocab_size": 512, "n_layer": 2, "n_embd": 64, "n_head": 4, "seq_len"
 def read_records(name: str) -> list[dict]:
     """The records of tests/data/<name> (a JSONL file)."""
     return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line]
+
+
+def train_math_lm(folder: Path, steps: int = 150) -> Path:
+    """A tiny GPT-2 trained on the GSM8K sample (questions and solutions): a real model to generate with."""
+    from curate.models.lm_train import LMTrainConfig, train_lm
+
+    texts = [r["prompt"] + "\n" + r["response"] for r in read_records("finetune_gsm8k.jsonl")]
+    return train_lm(texts, folder, LMTrainConfig(**{**TINY_LM, "steps": steps, "seq_len": 128}))
