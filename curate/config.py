@@ -106,6 +106,7 @@ class StageSpec(BaseModel):
     parents: tuple[str, ...] = (INGEST,)  # labels of the input steps (`from:`): by default the step before
     index: int = 1  # position in `stages` (1-based; 0 is ingest): names the step's folders
     from_count: int | None = None  # parents named by `from:` (the rest by the stage's parameters: `pool`)
+    model_steps: tuple[str, ...] = ()  # `finetune` steps whose models the stage loads (`model_from:`)
 
     @property
     def inputs_from(self) -> tuple[str, ...]:
@@ -218,10 +219,11 @@ def _validate_stages(raw: list[Any]) -> tuple[list[StageSpec], list[str]]:
             previous = label
             continue
         named = len(parents)
-        extra = REGISTRY[name](validated.model_dump(mode="json")).reads_steps()
-        parents += tuple(dict.fromkeys(p for p in extra if p not in parents))
+        stage = REGISTRY[name](validated.model_dump(mode="json"))
+        parents += tuple(dict.fromkeys(p for p in stage.reads_steps() if p not in parents))
         specs.append(StageSpec(name=name, params=validated.model_dump(mode="json"), label=label,
-                               parents=parents, index=i + 1, from_count=named))
+                               parents=parents, index=i + 1, from_count=named,
+                               model_steps=tuple(dict.fromkeys(stage.model_steps().values()))))
         previous = label
     return specs, problems + _graph_problems(specs)
 
@@ -245,12 +247,18 @@ def _graph_problems(specs: list[StageSpec]) -> list[str]:
             elif parent != INGEST and REGISTRY[labels[parent].name].output == "artifacts":
                 problems.append(f"{where}: {parent!r} builds {REGISTRY[labels[parent].name].artifact_root} "
                                 f"(artifacts), not rows; allowed: {allowed}")
+        for key, model_step in REGISTRY[spec.name](spec.params).model_steps().items():
+            trained = [s.label for s in specs if REGISTRY[s.name].output == "artifacts"
+                       and REGISTRY[s.name].artifact_root == "models"]
+            if model_step not in trained:
+                problems.append(f"stages[{spec.index - 1}].{spec.name}.{key}: {model_step!r} is not a step that "
+                                f"trains a model; allowed: {', '.join(trained) or '(no finetune step in the config)'}")
         if spec.label in spec.parents and labels[spec.label] is spec:
             problems.append(f"{where}: a step cannot read itself ({spec.label!r})")
         stage = REGISTRY[spec.name](spec.params)
         if (problem := stage.check_inputs(list(spec.inputs_from))) is not None:
             problems.append(f"stages[{spec.index - 1}].{spec.name}.{problem}")
-    if not problems and (cycle := find_cycle({s.label: s.parents for s in specs})) is not None:
+    if not problems and (cycle := find_cycle({s.label: s.parents + s.model_steps for s in specs})) is not None:
         problems.append(f"stages: the `from:` keys form a cycle: {' -> '.join(reversed(cycle))}")
     return problems
 
@@ -258,13 +266,13 @@ def _graph_problems(specs: list[StageSpec]) -> list[str]:
 def _ancestors(spec: StageSpec, by_label: dict[str, StageSpec]) -> list[StageSpec]:
     """The steps upstream of `spec`, nearest first (breadth-first along `from:`)."""
     found: dict[str, StageSpec] = {}
-    frontier = list(spec.parents)
+    frontier = list(spec.parents + spec.model_steps)
     while frontier:
         nxt = []
         for label in frontier:
             if label in by_label and label not in found:
                 found[label] = by_label[label]
-                nxt += by_label[label].parents
+                nxt += by_label[label].parents + by_label[label].model_steps
         frontier = nxt
     return list(found.values())
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import math
 import os
 import re
@@ -26,6 +27,9 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+# math-verify warns on every call that its own (SIGALRM) timeout is off: the limit here is the worker's
+logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 _NUMBER = re.compile(r"^\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?|-?\.\d+)\s*(\\?%)?\s*\$?\s*\.?\s*$")
 _LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?\s*(?:\\?%)?")
@@ -138,9 +142,6 @@ class Verdict:
 
 def serve(verifier: str) -> None:
     """The worker: one JSON `[solution, reference]` per stdin line, one `true`/`false` per stdout line."""
-    import logging
-
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that we run without its (SIGALRM) timeout
     module, _, name = verifier.partition(":")
     check = getattr(importlib.import_module(module), name)
     out = sys.stdout

@@ -41,6 +41,7 @@ class Step:
     samples: tuple[str, ...] = ()  # run-level samples the stage reads (target, heldout)
     resources: Resources = field(default_factory=Resources)
     units: list[InputUnit] = field(default_factory=list)  # ingest steps only
+    model_steps: tuple[str, ...] = ()  # steps whose trained models the stage loads
 
     def instance(self) -> Stage:
         return REGISTRY[self.stage](self.params)
@@ -52,7 +53,8 @@ class Step:
         return {"index": self.index, "label": self.label, "stage": self.stage, "kind": self.kind,
                 "output": self.output, "parents": list(self.parents), "fingerprint": self.fingerprint,
                 "folder": where(self.out_dir), "rejected": where(self.rejected_dir), "samples": list(self.samples),
-                "resources": asdict(self.resources)}
+                "resources": asdict(self.resources), **({"model_steps": list(self.model_steps)}
+                                                        if self.model_steps else {})}
 
 
 @dataclass
@@ -143,14 +145,16 @@ def plan_run(config: PipelineConfig, run: RunDir) -> Plan:
     sample_fps = _sample_fingerprints(samples)
     ingest = _ingest_step(INGEST, plan_units(config), config, run.stage_dir(0, INGEST), run.rejected_dir(0, INGEST))
     specs = {spec.label: spec for spec in config.stage_specs()}
-    order = topological_order(list(specs), {label: spec.parents for label, spec in specs.items()})
+    order = topological_order(list(specs), {label: spec.parents + spec.model_steps for label, spec in specs.items()})
     steps = {INGEST: ingest}
     for label in order:
         spec = specs[label]
         stage = REGISTRY[spec.name](spec.params)
         reads = tuple(s for s in stage.samples() if s in sample_fps)
+        models = {m: steps[m].fingerprint for m in spec.model_steps}
         fp = fingerprint([steps[p].fingerprint for p in spec.parents], spec.name, spec.params,
-                         stage.fingerprint_extra(), {s: sample_fps[s] for s in reads}, __version__)
+                         stage.fingerprint_extra(), {s: sample_fps[s] for s in reads}, __version__,
+                         *([models] if models else []))
         if stage.output == "artifacts":
             root = run.models if stage.artifact_root == "models" else run.eval
             out_dir, rejected_dir = root / label, None
@@ -158,6 +162,6 @@ def plan_run(config: PipelineConfig, run: RunDir) -> Plan:
             out_dir, rejected_dir = run.stage_dir(spec.index, label), run.rejected_dir(spec.index, label)
         steps[label] = Step(spec.index, label, spec.name, spec.params, fp, out_dir, rejected_dir,
                             parents=spec.parents, kind=stage.kind, output=stage.output, samples=reads,
-                            resources=stage.resources)
+                            resources=stage.resources, model_steps=spec.model_steps)
     split = config.heldout if isinstance(config.heldout, HeldoutSplit) else None
     return Plan([ingest] + [steps[label] for label in order], samples, target, heldout, split)

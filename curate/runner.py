@@ -38,7 +38,7 @@ from curate.plan import Plan, Step, plan_run
 from curate.progress import progress
 from curate.rundir import TABLES, RunDir
 from curate.stages import REGISTRY
-from curate.stages.base import PARENT_ID
+from curate.stages.base import PARENT_ID, Stage
 from curate.tasks import (
     RECEIPTS,
     WORK,
@@ -172,8 +172,9 @@ class Runner:
     def _task(self, step: Step) -> StepTask:
         dirs = () if step.kind in ("ingest", "split", "exclude") else tuple(str(d) for d in self.plan.input_dirs(step))
         work = step.out_dir / WORK
+        models = {m: str(self.plan.step(m).out_dir) for m in step.model_steps}
         return StepTask(step.label, step.stage, step.params, dirs, step.parents, str(step.out_dir),
-                        str(step.rejected_dir or ""), str(work), str(work), {}, step.label)
+                        str(step.rejected_dir or ""), str(work), str(work), {}, models, step.label)
 
     def _prepare(self, step: Step) -> None:
         """Keep a half-done step's finished tasks only if it was started with the same fingerprint."""
@@ -192,6 +193,12 @@ class Runner:
         return self.executor.map(fn, calls, names, resources=step.resources)
 
     def _run_map(self, step: Step, task: StepTask, step_input: StepInput) -> None:
+        if type(step.instance()).prepare is not Stage.prepare:  # a map stage with a one-off preparation
+            Path(task.work_dir).mkdir(exist_ok=True)
+            target, heldout = self._sample_dirs(step)
+            prepared = self.executor.call(prepare_task, (task, target, heldout, str(self.run_dir.models / step.label)),
+                                          f"{step.label}:prepare")
+            task = StepTask(**{**asdict(task), "prepared": prepared})
         progress().start(task.key, step.label, step_input.count())
         refs = step_input.shard_names
         self._map(map_task, step, [(task, r) for r in refs], [f"{step.label}[{_short(r)}]" for r in refs])

@@ -55,7 +55,8 @@ class StepTask:
     rejected_dir: str = ""
     work_dir: str = ""  # decisions and output buckets of a global step
     summary_dir: str = ""  # a global step's summaries (under scores/ when the stage keeps them)
-    prepared: dict[str, Any] = field(default_factory=dict)  # a global stage's `prepare` artifacts
+    prepared: dict[str, Any] = field(default_factory=dict)  # the stage's `prepare` artifacts
+    step_models: dict[str, str] = field(default_factory=dict)  # label -> folder of the models the stage loads
     key: str = ""  # progress bar
 
     def input(self) -> StepInput:
@@ -158,8 +159,8 @@ def map_task(task: StepTask, ref: str) -> dict[str, Any]:
 
 
 def prepare_task(task: StepTask, target_dir: str | None, heldout_dir: str | None, models_dir: str) -> dict[str, Any]:
-    """A global stage's one-off preparation (e.g. training auxiliary models); its artifacts are stored with the
-    summaries, so a resumed or re-decided run does not prepare again."""
+    """A stage's one-off preparation (e.g. training auxiliary models); its artifacts are stored with the summaries
+    (a map step: in its work folder), so a resumed or re-decided run does not prepare again."""
     marker = Path(task.summary_dir) / "prepared.json"
     if marker.is_file():
         return json.loads(marker.read_text())
@@ -172,7 +173,8 @@ def prepare_task(task: StepTask, target_dir: str | None, heldout_dir: str | None
 def _context(task: StepTask, target_dir: str | None, heldout_dir: str | None, models_dir: str) -> StageContext:
     return StageContext(input=task.input(), target=Dataset.open(target_dir) if target_dir else None,
                         models_dir=Path(models_dir), label=task.label,
-                        heldout=Dataset.open(heldout_dir) if heldout_dir else None, input_labels=task.input_labels)
+                        heldout=Dataset.open(heldout_dir) if heldout_dir else None, input_labels=task.input_labels,
+                        step_models={label: Path(folder) for label, folder in task.step_models.items()})
 
 
 def _summary_name(ref: str) -> str:

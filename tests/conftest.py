@@ -67,3 +67,18 @@ def math_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
         return str(train_math_lm(tmp_path_factory.mktemp("math-lm") / "lm"))
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def arithmetic_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny GPT-2 that sometimes answers one-digit sums right (DART and CLEAR tests), once per session."""
+    import torch
+
+    from tests.lm_fixtures import train_arithmetic_lm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return str(train_arithmetic_lm(tmp_path_factory.mktemp("arithmetic-lm") / "lm"))
+    finally:
+        torch.set_num_threads(threads)

@@ -351,3 +351,12 @@ def _save(model: Any, tokenizer: Any, out: Path, config: FinetuneConfig, base: s
         save_model(merged, tokenizer, out / "merged", context)
         saved.append("merged")
     return saved
+
+
+def finetuned_model(folder: str | Path) -> Path:
+    """The model a `finetune` step saved in `folder`, ready for `from_pretrained`: `merged/` when LoRA was merged,
+    else the folder itself (a full model, or an adapter that transformers loads onto its base)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CurateError(f"no fine-tuned model at {str(folder)!r}: has its finetune step run?")
+    return folder / "merged" if (folder / "merged" / "config.json").is_file() else folder

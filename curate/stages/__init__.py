@@ -18,6 +18,7 @@ __all__ = ["REGISTRY", "Decision", "GlobalStage", "MapStage", "Params", "Resourc
 # Built-in stages register themselves on import.
 from curate.stages import (  # noqa: F401
     color_filter,
+    dart,
     dedup,
     diversity,
     dsir,

@@ -146,6 +146,18 @@ def expand_copies(kept: pa.Table, positions: pa.Array) -> tuple[pa.Table, pa.Tab
     return first, later
 
 
+def inherit_parent_columns(added: pa.Table, table: pa.Table) -> pa.Table:
+    """New rows with the columns they lack taken from their parent rows in `table` (found by `parent_id`): a stage
+    that sees only the columns it declares still adds whole rows."""
+    missing = [c for c in table.column_names if c not in added.column_names]
+    if not missing:
+        return added
+    index = pc.index_in(added.column(PARENT_ID), table.column("id"))
+    for name in missing:
+        added = added.append_column(name, table.column(name).take(index))
+    return added
+
+
 def apply_decision(table: pa.Table, decision: Decision, stage: str,
                    reference: Sequence[str] | None = None) -> Applied:
     """Split rows into kept, rejected and added by a decision, after setting its added columns. With `reference`
@@ -155,6 +167,8 @@ def apply_decision(table: pa.Table, decision: Decision, stage: str,
         table = set_column(table, name, values)
     none = pa.table({})
     added = decision.added if decision.added is not None else none
+    if added.num_rows and PARENT_ID in added.column_names:
+        added = inherit_parent_columns(added, table)
     positions = decision.positions
     if decision.reason is None or decision.reason.null_count == len(decision.reason):
         kept, rejected = table, none
@@ -205,6 +219,7 @@ class StageContext:
     label: str
     heldout: Any | None = None
     input_labels: tuple[str, ...] = ()
+    step_models: dict[str, Path] = field(default_factory=dict)  # label -> model folder of `model_steps()`
 
 
 class Stage:
@@ -241,6 +256,7 @@ class Stage:
             raise CurateError(f"stage '{self.name}' needs the package(s) {missing}; install them with pip")
         self._setup_done = False
         self._setup_lock = threading.Lock()
+        self.prepared: dict[str, Any] = {}  # set from `prepare`'s artifacts by the runner's tasks
         self.configure()
 
     def configure(self) -> None:
@@ -248,6 +264,18 @@ class Stage:
 
     def setup(self) -> None:
         """Load models or tables: called once per worker before any rows (see `ensure_setup`)."""
+
+    def prepare(self, context: StageContext) -> dict[str, Any]:
+        """Once per run of the step, before any shard is read (a global stage: before the summaries): train an
+        auxiliary model, compute statistics over all rows. The JSON-able artifacts it returns (paths) reach every
+        worker's instance as `self.prepared`, before `setup`. A map stage that overrides it gets it run too."""
+        return {}
+
+    def model_steps(self) -> dict[str, str]:
+        """The `finetune` steps of the run whose models the stage loads, by parameter key (`correct.model_from`):
+        they run first, their fingerprints are part of the stage's, and `prepare` finds their folders in
+        `context.step_models`."""
+        return {}
 
     def ensure_setup(self) -> None:
         """Run `setup()` once for this instance, whoever asks first (the runner's workers, `__call__`)."""
@@ -356,14 +384,6 @@ class GlobalStage(Stage):
     keep_summaries: ClassVar[bool] = False
     report_file: ClassVar[str | None] = None  # where a decision's `report` goes in the step's folder
 
-    def __init__(self, params: Params | dict[str, Any] | None = None, /, **kwargs: Any):
-        super().__init__(params, **kwargs)
-        self.prepared: dict[str, Any] = {}  # set from `prepare`'s artifacts by the runner's tasks
-
-    def prepare(self, context: StageContext) -> dict[str, Any]:
-        """Once per run of the stage, before any summary; returns artifacts for `self.prepared`."""
-        return {}
-
     def summary_params(self) -> dict[str, Any]:
         """The parameters that decide the summaries (the rest only decide): by default all of them."""
         return self.config()
@@ -451,7 +471,7 @@ _ready_lock = threading.Lock()
 def ready_stage(name: str, params: dict[str, Any], prepared: dict[str, Any] | None = None) -> Stage:
     """The worker's instance of a stage, built and set up once per process (models load once).
 
-    `prepared`: a global stage's artifacts from `prepare`, set before `setup` so it can load them.
+    `prepared`: the stage's artifacts from `prepare`, set before `setup` so it can load them.
     """
     from curate.hashing import canonical_json
 
@@ -460,8 +480,7 @@ def ready_stage(name: str, params: dict[str, Any], prepared: dict[str, Any] | No
         stage = _ready.get(key)
         if stage is None:
             stage = REGISTRY[name](params)
-            if isinstance(stage, GlobalStage):
-                stage.prepared = dict(prepared or {})
+            stage.prepared = dict(prepared or {})
             _ready[key] = stage
     stage.ensure_setup()  # outside the registry lock: one stage's slow setup does not block the others
     return stage

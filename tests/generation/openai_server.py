@@ -51,7 +51,7 @@ class OpenAIServer:
         chat = route.endswith("/chat/completions")
         prompt = "\n".join(m["content"] for m in body["messages"]) if chat else body["prompt"]
         with self._lock:
-            self.requests.append({"route": route, "prompt": prompt, "n": body.get("n", 1)})
+            self.requests.append({"route": route, "prompt": prompt, "n": body.get("n", 1), "seed": body.get("seed")})
             if self.fail_first > 0:
                 self.fail_first -= 1
                 return 500, {"error": {"message": "warming up", "type": "server_error"}}
