@@ -17,6 +17,7 @@ __all__ = ["REGISTRY", "Decision", "GlobalStage", "MapStage", "Params", "Resourc
 
 # Built-in stages register themselves on import.
 from curate.stages import (  # noqa: F401
+    clear,
     color_filter,
     dart,
     dedup,
