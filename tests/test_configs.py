@@ -86,3 +86,29 @@ def test_sft_mixture_recipe_runs_through_the_cli(tmp_path):
     curate("export", str(run), "mixture", "-o", str(tmp_path / "out"), cwd=tmp_path)
     first = json.loads((tmp_path / "out" / "mixture.jsonl").read_text().splitlines()[0])
     assert set(first) == {"prompt", "completion"}
+
+
+@pytest.mark.slow  # about 70 s: each stage has its own real-model tests; this runs the whole recipe
+def test_math_sft_recipe_runs_through_the_cli(tmp_path):
+    """clean -> dedup -> base LM -> CLEAR filter -> fine-tune -> CLEAR correct -> DART resample -> mixture ->
+    closed-loop evaluation, on the packaged GSM8K sample, through the CLI."""
+    import numpy as np
+
+    from curate.sql import query
+    from tests.test_cli import curate
+
+    recipe = Path(__file__).parents[1] / "configs" / "math-sft.yaml"
+    run = tmp_path / "run"
+    curate("run", str(recipe), "-o", str(run), "--no-prefect", cwd=tmp_path)
+    steps = {s["label"]: s for s in query(run, "SELECT label, parents, rows_in, rows_out FROM steps").to_pylist()}
+    assert steps["clear"]["rows_out"] == steps["clear"]["rows_in"] - int(0.1 * steps["clear"]["rows_in"])
+    reasons = query(run, "SELECT DISTINCT reason FROM rejected WHERE stage = 'clear'").column("reason").to_pylist()
+    assert reasons == ["low_confidence"]
+    dart = query(run, "SELECT num_steps, repeats FROM dart").to_pandas()
+    expected = np.maximum(1, np.ceil(np.round(3 * dart.num_steps / dart.num_steps.max(), 9)))
+    assert (dart.repeats == expected).all()
+    corrected = query(run, "SELECT count(*) AS n FROM corrected WHERE change_reason = 'corrected'")
+    originals = query(run, "SELECT count(*) AS n FROM corrected WHERE response_original IS NOT NULL")
+    assert corrected.column("n")[0].as_py() == originals.column("n")[0].as_py()
+    results = json.loads((run / "eval" / "evaluate" / "results.json").read_text())
+    assert {"selection", "random"} <= set(results["arms"])

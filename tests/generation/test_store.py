@@ -16,7 +16,7 @@ from curate.generation.sampling import Completion
 from tests.kernels.script_runner import REPO
 from tests.lm_fixtures import read_records
 
-PROMPTS = [r["prompt"] for r in read_records("finetune_gsm8k.jsonl")[:40]]
+PROMPTS = [r["prompt"] for r in read_records("finetune_gsm8k.jsonl")[:24]]
 SAMPLING = Sampling(n=2, temperature=1.0, max_new_tokens=24, seed=1)
 
 
