@@ -17,7 +17,7 @@ def read_records(name: str) -> list[dict]:
     return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line]
 
 
-def train_math_lm(folder: Path, steps: int = 150) -> Path:
+def train_math_lm(folder: Path, steps: int = 60) -> Path:
     """A tiny GPT-2 trained on the GSM8K sample (questions and solutions): a real model to generate with."""
     from curate.models.lm_train import LMTrainConfig, train_lm
 

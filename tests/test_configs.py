@@ -52,6 +52,7 @@ def test_targeted_pretrain_gives_the_recorded_outputs(tmp_path):
     assert digest(tmp_path / "run", ignore=frozenset({"demo-html-000"})) == RECORDED["targeted-pretrain"]
 
 
+@pytest.mark.slow  # about 55 s; branches, merges, mixtures and fine-tunes each have faster tests, the demo runs the CLI
 def test_sft_mixture_recipe_runs_through_the_cli(tmp_path):
     """Two selections branch from dedup, meet in a mixture, and a model is fine-tuned on it and measured on the
     held-out target rows; through the CLI, in-process (tests/flows run `curate run` as a Prefect flow on a server)."""
