@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
 
 def observed_consistency(similarity: np.ndarray, match: np.ndarray, alpha: float = 0.8) -> np.ndarray:
@@ -46,6 +45,7 @@ def confidence(observed: np.ndarray, reflection: np.ndarray, beta: float = 0.7) 
 
 def rank_normalised(values: np.ndarray) -> np.ndarray:
     """Ranks scaled to [0, 1] (ties share their mean rank); NaN stays NaN."""
+    from scipy.stats import rankdata  # scipy.stats costs ~1 s to import: not at stage registration
     values = np.asarray(values, np.float64)
     out = np.full(len(values), np.nan)
     finite = np.isfinite(values)

@@ -41,7 +41,6 @@ from curate.clear import (
     rouge_l,
 )
 from curate.generation import GeneratorRef, ResponseStore, Sampling, generate_stored, open_generator
-from curate.models.finetune import finetuned_model
 from curate.stages.base import Decision, GlobalStage, Params, Rows, StageContext, register
 from curate.stages.responses import render_prompts, with_responses
 
@@ -138,6 +137,8 @@ class Clear(GlobalStage):
         return {key: named_model_identity(model) for key, model in self.models().items()}
 
     def prepare(self, context: StageContext) -> dict[str, Any]:
+        from curate.models.finetune import finetuned_model  # torch: imported when a step runs, not at registration
+
         p = self.params
         resolve = lambda label: str(finetuned_model(context.step_models[label])) if label else None  # noqa: E731
         return {"generations": str(context.models_dir / "generations"),

@@ -32,7 +32,6 @@ from pydantic import Field, model_validator
 
 from curate.dart import TARGET_REACHED, UNSOLVED, QueryState, fail_rates, prop2diff_targets, rejection_sample
 from curate.generation import GeneratorRef, ResponseStore, Sampling, generate_stored, open_generator
-from curate.models.finetune import finetuned_model
 from curate.progress import progress
 from curate.stages.base import PARENT_ID, Decision, MapStage, Params, StageContext, register
 from curate.stages.responses import reference_answers, render_prompts, with_responses
@@ -137,6 +136,8 @@ class Dart(MapStage):
     # ------------------------------------------------------------- once per step: difficulty and targets
 
     def _generator_path(self, context: StageContext) -> str | None:
+        from curate.models.finetune import finetuned_model  # torch: imported when a step runs, not at registration
+
         ref = self.params.generator
         if ref is None or ref.model_from is None:
             return None
@@ -169,6 +170,7 @@ class Dart(MapStage):
             values = pc.cast(table.column(source.column), pa.float64()).to_numpy(zero_copy_only=False)
             return {"difficulty": values.astype(np.float64)}
         if source.loss is not None:
+            from curate.models.finetune import finetuned_model
             from curate.models.lm_scorer import LMScorer
 
             loss = source.loss
