@@ -131,7 +131,9 @@ def test_reference_memory_is_chunk_sized() -> None:
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")
     out = _run_script(["--memory"], env=FIXED_MALLOC, timeout=240)
     full_bytes = out["n"] * out["v"] * 4
-    assert out["full_delta"] >= 0.9 * full_bytes, out  # the meter sees a (N, V) float32 allocation
+    # the meter sees a (N, V) float32 allocation: at least a quarter of it (Linux updates the high-water RSS lazily,
+    # so a fresh clone has measured 0.9-1.0 of it, a busy machine less), many times the one tile asked of the chunks
+    assert out["full_delta"] >= 0.25 * full_bytes, out
     # one (N, chunk) fp32 tile (1024 x 4096: 16 MiB; measured ~21 MiB with BLAS scratch), never two, and far
     # from the 512 MiB of (N, V) logits
     assert out["ref_delta"] <= 2 * out["n"] * out["chunk"] * 4, out

@@ -104,8 +104,9 @@ def test_reference_memory_is_one_tile() -> None:
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak RSS")
     out = run_script(__file__, ["--memory"], env={"MALLOC_MMAP_THRESHOLD_": "131072"}, timeout=300)
     cost_bytes = out["m"] * out["n"] * 4
-    # the control: the meter sees most of the stored cost (freed heap is reused; measured 0.58-1.0 of it)
-    assert out["stored_delta"] >= 0.5 * cost_bytes, out
+    # the control: the meter sees the stored cost, at least a quarter of it (freed heap is reused and Linux updates the
+    # high-water RSS lazily: measured 0.42-1.0 of it), 25 times the tile bound below
+    assert out["stored_delta"] >= 0.25 * cost_bytes, out
     assert out["ref_delta"] <= 4 * out["block"] ** 2 * 4 + 8 * (out["m"] + out["n"]) * 4, out
     assert out["max_abs_err"] <= 1e-3, out
 
