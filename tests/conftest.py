@@ -54,31 +54,29 @@ def table(**columns: list) -> pa.Table:
     return pa.table(columns)
 
 
-@pytest.fixture(scope="session")
-def math_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny GPT-2 trained on the GSM8K sample, once per session (generation, CLEAR and DART tests)."""
+def _trained_on_one_thread(train, folder: Path) -> str:
+    """Train a tiny test LM on one thread (tiny models gain nothing from two), restoring the thread count."""
     import torch
-
-    from tests.lm_fixtures import train_math_lm
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return str(train_math_lm(tmp_path_factory.mktemp("math-lm") / "lm"))
+        return str(train(folder))
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def math_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny GPT-2 trained on the GSM8K sample, once per session (generation tests)."""
+    from tests.lm_fixtures import train_math_lm
+
+    return _trained_on_one_thread(train_math_lm, tmp_path_factory.mktemp("math-lm") / "lm")
 
 
 @pytest.fixture(scope="session")
 def arithmetic_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny GPT-2 that sometimes answers one-digit sums right (DART and CLEAR tests), once per session."""
-    import torch
-
     from tests.lm_fixtures import train_arithmetic_lm
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return str(train_arithmetic_lm(tmp_path_factory.mktemp("arithmetic-lm") / "lm"))
-    finally:
-        torch.set_num_threads(threads)
+    return _trained_on_one_thread(train_arithmetic_lm, tmp_path_factory.mktemp("arithmetic-lm") / "lm")

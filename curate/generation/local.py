@@ -41,6 +41,7 @@ class LocalGenerator:
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = next((i for i in (self.tokenizer.pad_token_id, self.eos_id) if i is not None), 0)
         self.batch_tokens = batch_tokens
+        self._identity: dict[str, Any] | None = None
         self._lock = threading.Lock()  # one forward at a time per model; callers may share a generator
         # transformers 5 renamed `past_key_values` to `cache`; `logits_to_keep` skips the vocabulary projection of
         # every prompt position but the last
@@ -49,7 +50,9 @@ class LocalGenerator:
         self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "local", **named_model_identity(self.name)}
+        if self._identity is None:  # hashes the model folder: once per generator, not per store opened
+            self._identity = {"kind": "local", **named_model_identity(self.name)}
+        return self._identity
 
     # ------------------------------------------------------------- encoding
 

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from curate.dataset import conform, rejected_rows, unify_schemas
 from curate.errors import CurateError
@@ -54,6 +54,22 @@ class Params(BaseModel):
     """Base of every stage's parameters: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelOrStep(Params):
+    """A model a stage loads: a local folder or hub id (`model`), or the model a `finetune` step of the run trained
+    (`model_from`, its label); exactly one. `role` names it in the error."""
+
+    role: ClassVar[str] = "model"
+    model: str | None = None
+    model_from: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ModelOrStep:
+        if (self.model is None) == (self.model_from is None):
+            raise ValueError(f"name {self.role} with `model` (a folder or hub id) or `model_from` (a finetune step), "
+                             "one of them")
+        return self
 
 
 @dataclass

@@ -41,7 +41,7 @@ from curate.clear import (
     rouge_l,
 )
 from curate.generation import GeneratorRef, ResponseStore, Sampling, generate_stored, open_generator
-from curate.stages.base import Decision, GlobalStage, Params, Rows, StageContext, register
+from curate.stages.base import Decision, GlobalStage, ModelOrStep, Params, Rows, StageContext, register
 from curate.stages.responses import render_prompts, with_responses
 
 REFLECTIONS = (
@@ -71,17 +71,12 @@ class FilterParams(Params):
     drop_fraction: float | None = Field(None, ge=0, lt=1)
 
 
-class CorrectParams(Params):
-    model_from: str | None = None  # the finetune step trained on the filtered rows
-    model: str | None = None
+class CorrectParams(ModelOrStep):
+    """The correcting model: usually `model_from` the finetune step trained on the filtered rows."""
+
+    role = "the correcting model"
     eta: float = Field(0.8, ge=0, le=1)
     max_new_tokens: int = Field(256, ge=1)
-
-    @model_validator(mode="after")
-    def _one(self) -> CorrectParams:
-        if (self.model is None) == (self.model_from is None):
-            raise ValueError("name the correcting model with `model_from` (a finetune step) or `model` (one of them)")
-        return self
 
 
 class ClearParams(Params):

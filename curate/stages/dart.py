@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 from curate.dart import TARGET_REACHED, UNSOLVED, QueryState, fail_rates, prop2diff_targets, rejection_sample
 from curate.generation import GeneratorRef, ResponseStore, Sampling, generate_stored, open_generator
 from curate.progress import progress
-from curate.stages.base import PARENT_ID, Decision, MapStage, Params, StageContext, register
+from curate.stages.base import PARENT_ID, Decision, MapStage, ModelOrStep, Params, StageContext, register
 from curate.stages.responses import reference_answers, render_prompts, with_responses
 
 
@@ -42,17 +42,10 @@ class ProbeDifficulty(Params):
     smoothing: bool = False  # Laplace: pass rate (c+1)/(n+2)
 
 
-class LossDifficulty(Params):
-    model: str | None = None  # a local folder or hub id
-    model_from: str | None = None  # or a `finetune` step of the run
+class LossDifficulty(ModelOrStep):
+    role = "the scoring LM"
     max_length: int = Field(1024, ge=2)
     device: str = "auto"
-
-    @model_validator(mode="after")
-    def _one(self) -> LossDifficulty:
-        if (self.model is None) == (self.model_from is None):
-            raise ValueError("name the scoring LM with `model` or `model_from` (one of them)")
-        return self
 
 
 class DifficultyParams(Params):
