@@ -13,13 +13,14 @@ from curate.errors import CurateError
 EMBEDDING = "embedding"
 
 
-def embedding_matrix(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+def embedding_matrix(column: pa.Array | pa.ChunkedArray,
+                     ids: pa.Array | pa.ChunkedArray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """An embedding column (fixed_size_list or equal-length list of float16/float32) as float32 (n, d),
     plus a mask of the rows that have one (null rows are zeros).
 
     Chunks are converted one by one into a single float32 array: combining them first would hold a
     second copy of every embedding (1.5 GB at 1M x 384 float32). One float32 chunk without nulls is
-    used without any copy (read-only).
+    used without any copy (read-only). Rows of another length than most are an error that names them (`ids`).
     """
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     kind = column.type
@@ -30,9 +31,16 @@ def embedding_matrix(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np
     elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
         lengths = np.concatenate([pc.list_value_length(c).to_numpy(zero_copy_only=False) for c in chunks]
                                  or [np.zeros(0)])[valid]
-        width = int(lengths[0]) if len(lengths) else 0
-        if (lengths != width).any():
-            raise CurateError(f"embeddings have different lengths ({lengths.min()}..{lengths.max()})")
+        values, counts = np.unique(lengths, return_counts=True)
+        width = int(values[counts.argmax()]) if len(values) else 0
+        if len(values) > 1:
+            odd = np.flatnonzero(valid)[lengths != width]
+            first = f"id {ids[int(odd[0])]}" if ids is not None else f"row {int(odd[0])}"
+            other = int(lengths[lengths != width][0])
+            raise CurateError(
+                f"column 'embedding': {len(odd)} row(s) have {other} values where {int(counts.max())} rows have "
+                f"{width} (first: {first}); embed all rows with one model, or drop the column and add an `embed` "
+                "step")
     else:
         raise CurateError(f"the embedding column must be a list of floats, got {kind}")
     if len(chunks) == 1:

@@ -8,8 +8,10 @@ record becomes a `BadRecord` with its line number and the rest of the block is k
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -19,9 +21,11 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
+from curate.io.decompress import DecompressedStream
 from curate.io.sources import InputUnit
 
 BLOCK_BYTES = 8 << 20
+log = logging.getLogger("curate")
 
 
 @dataclass
@@ -54,7 +58,9 @@ def records_to_table(records: list[dict]) -> pa.Table:
             columns[name] = pa.array(
                 [v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values],
                 pa.string())
-    return pa.table(columns) if records else pa.table({})
+    if not columns:  # records without fields ({}): rows with no columns, rejected later for their missing text
+        return pa.Table.from_struct_array(pa.array([{}] * len(records), pa.struct([])))
+    return pa.table(columns)
 
 
 def decode_utf8(column: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
@@ -142,8 +148,24 @@ def _jsonl_block(block: bytes, first_line: int, first_row: int, typed: dict[str,
         return Chunk(table, kept_rows, kept_lines, bad)
 
 
+def open_bytes(unit: InputUnit) -> Any:
+    """The file's bytes as a stream; a compressed file's damage is on the stream's `damage` at its end."""
+    if unit.compression:
+        return DecompressedStream(unit.path, unit.compression)
+    return pa.input_stream(unit.path)
+
+
+def damage_record(unit: InputUnit, stream: Any, row: int, line: int | None) -> list[BadRecord]:
+    """The rejected entry for a cut or corrupt compressed file (read to its end), if it was damaged."""
+    damage = getattr(stream, "damage", None)
+    if damage is None:
+        return []
+    log.warning("%s", damage.describe(unit.path))
+    return [BadRecord(damage.reason, row, line, damage.describe(unit.path))]
+
+
 def read_jsonl(unit: InputUnit, typed: dict[str, tuple[str, type]], data: bytes | None = None) -> Iterator[Chunk]:
-    stream = pa.input_stream(unit.path, compression=unit.compression) if data is None else io.BytesIO(data)
+    stream = open_bytes(unit) if data is None else io.BytesIO(data)
     carry, line_no, row_no = b"", 1, 0
     while True:
         data_block = stream.read(BLOCK_BYTES)
@@ -162,6 +184,8 @@ def read_jsonl(unit: InputUnit, typed: dict[str, tuple[str, type]], data: bytes 
             row_no += len(chunk.row) + len(chunk.bad)
             yield chunk
         if not data_block:
+            if data is None and (bad := damage_record(unit, stream, row_no, line_no)):
+                yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=bad)
             return
 
 
@@ -170,7 +194,11 @@ def read_jsonl(unit: InputUnit, typed: dict[str, tuple[str, type]], data: bytes 
 
 def read_json(unit: InputUnit, typed: dict[str, tuple[str, type]], batch_rows: int) -> Iterator[Chunk]:
     """A `.json` file: a JSON array of objects, or (when it does not start with '[') JSON Lines."""
-    data = pa.input_stream(unit.path, compression=unit.compression).read()
+    stream = open_bytes(unit)
+    data = stream.read()
+    damaged = damage_record(unit, stream, 0, None)
+    if damaged:
+        yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=damaged)
     if not data.lstrip().startswith(b"["):
         yield from read_jsonl(unit, typed, data)
         return
@@ -239,9 +267,12 @@ def read_csv(unit: InputUnit) -> Iterator[Chunk]:
         bad.append(BadRecord("malformed_csv_row", None, row.number, row.text))
         return "skip"
 
+    streams: list[Any] = []
+
     def open_reader(types: dict[str, pa.DataType]) -> pcsv.CSVStreamingReader:
+        streams.append(open_bytes(unit))
         return pcsv.open_csv(
-            pa.input_stream(unit.path, compression=unit.compression),
+            pa.PythonFile(streams[-1], mode="r") if unit.compression else streams[-1],
             read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES),
             parse_options=pcsv.ParseOptions(delimiter=unit.delimiter, newlines_in_values=True,
                                             invalid_row_handler=on_invalid),
@@ -250,7 +281,10 @@ def read_csv(unit: InputUnit) -> Iterator[Chunk]:
 
     try:
         names = open_reader({}).schema.names
-    except pa.ArrowInvalid:  # an empty file
+    except pa.ArrowInvalid:  # an empty file (or one cut before its header's end)
+        damaged = damage_record(unit, streams[-1], 0, None) if unit.compression else []
+        if damaged:
+            yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=damaged)
         return
     bad.clear()
     reader = open_reader({n: pa.binary() for n in names})
@@ -274,8 +308,25 @@ def read_csv(unit: InputUnit) -> Iterator[Chunk]:
             table, rows = table.filter(pa.array(~undecodable)), rows[~undecodable]
         row += batch.num_rows
         yield Chunk(table, rows, bad=chunk_bad)
+    bad += damage_record(unit, streams[-1], row, None)
     if bad:
         yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=list(bad))
+
+
+def _unreadable_after(unit: InputUnit, chunks: Callable[[], Iterator[Chunk]]) -> Iterator[Chunk]:
+    """A binary file whose footer or pages are broken: the rows read before the break are kept, and the break is
+    one rejected `unreadable_file` entry naming the file (bad data: never retried as if the disk had failed)."""
+    row = 0
+    try:
+        for chunk in chunks():
+            row += chunk.table.num_rows + len(chunk.bad)
+            yield chunk
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (pa.ArrowInvalid, OSError) as error:
+        message = f"{unit.path} cannot be read past record {row}: {error}"
+        log.warning("%s", message)
+        yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=[BadRecord("unreadable_file", row, None, message)])
 
 
 def read_unit(unit: InputUnit, typed: dict[str, tuple[str, type]], batch_rows: int = 65_536) -> Iterator[Chunk]:
@@ -285,9 +336,9 @@ def read_unit(unit: InputUnit, typed: dict[str, tuple[str, type]], batch_rows: i
     if unit.format == "json":
         return read_json(unit, typed, batch_rows)
     if unit.format == "parquet":
-        return read_parquet(unit, batch_rows)
+        return _unreadable_after(unit, lambda: read_parquet(unit, batch_rows))
     if unit.format in ("arrow", "hf"):
-        return read_arrow(unit, batch_rows)
+        return _unreadable_after(unit, lambda: read_arrow(unit, batch_rows))
     if unit.format == "csv":
         return read_csv(unit)
     raise ValueError(f"unknown format {unit.format!r}")

@@ -165,7 +165,7 @@ class KMeansDiversity(GlobalStage):
     def decide(self, summary: pa.Table, rows: Rows) -> Decision:
         p = self.params
         n = summary.num_rows
-        x, valid = embedding_matrix(summary.column(EMBEDDING))
+        x, valid = embedding_matrix(summary.column(EMBEDDING), summary.column("id"))
         rng = np.random.default_rng(p.seed)
         noise = gumbel_noise(rng, n)  # first, one per row in dataset order: independent of sharding
         live = np.flatnonzero(valid)

@@ -183,7 +183,7 @@ class SemDedup(GlobalStage):
     def decide(self, summary: pa.Table, rows: Rows) -> Decision:
         n = summary.num_rows
         ids = summary.column("id").combine_chunks() if n else pa.array([], pa.string())
-        x, valid = embedding_matrix(summary.column(EMBEDDING))
+        x, valid = embedding_matrix(summary.column(EMBEDDING), summary.column("id"))
         live = np.flatnonzero(valid)
         x = l2_normalize(x if len(live) == n else x[live])  # cosine = dot product of unit rows
         removed_live, match_live, score_live, k = semdedup(x, ids.take(pa.array(live)), self.params)

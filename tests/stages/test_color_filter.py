@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from curate.kernels.chunked_ce import sequence_nll, token_nll
 
 from curate.config import parse_config
@@ -20,6 +19,7 @@ from curate.models.lm_train import LMTrainConfig, train_lm
 from curate.runner import run_pipeline
 from curate.stages.color_filter import color_scores, color_select
 from tests.lm_fixtures import TINY_LM, read_records
+from tests.run_copy import copy_run
 
 TINY = TINY_LM
 
@@ -135,12 +135,12 @@ def test_real_data_puts_math_in_the_top_tenth(math_run):
 
 
 def test_models_saved_and_a_new_tau_reselects_without_rescoring(math_run, tmp_path):
+    math_run, config = copy_run(math_run, tmp_path)
     models = sorted(p.name for p in (math_run / "models").iterdir())
     assert len(models) == 1 and {p.name for p in (math_run / "models" / models[0]).iterdir()} >= {"prior",
                                                                                                   "conditional"}
     scores = next((math_run / "scores").iterdir())
     stamps = {p.name: p.stat().st_mtime_ns for p in scores.iterdir()}
-    config = yaml.safe_load((math_run / "config.yaml").read_text())
     config["stages"][0]["color_filter"]["tau"] = 4
     results = run_pipeline(parse_config(config, base_dir=math_run.parent))
     assert [r.status for r in results][-1] == "ran"

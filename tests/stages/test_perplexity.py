@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from curate.config import parse_config
 from curate.dataset import Dataset
@@ -18,6 +17,7 @@ from curate.models.lm_scorer import LMScorer
 from curate.models.lm_train import LMTrainConfig, train_lm
 from curate.runner import run_pipeline
 from tests.lm_fixtures import TINY_LM, read_records
+from tests.run_copy import copy_run
 
 TINY = {**TINY_LM, "seq_len": 128, "steps": 40, "warmup_steps": 5}
 STAGE = "01-perplexity"
@@ -72,11 +72,11 @@ def test_reference_model_split_and_ppl(reference_run):
     assert {r["reason"] for r in rejected.values()} == {"reference_split", "ppl_above_p50"}
 
 
-def test_a_new_decision_reuses_the_scores_and_the_model(reference_run):
+def test_a_new_decision_reuses_the_scores_and_the_model(reference_run, tmp_path):
+    reference_run, data = copy_run(reference_run, tmp_path)
     scores = next((reference_run / "scores").iterdir())
     stamps = {p.name: p.stat().st_mtime_ns for p in scores.iterdir()}
     model_files = {p: p.stat().st_mtime_ns for p in (reference_run / "models").rglob("*") if p.is_file()}
-    data = yaml.safe_load((reference_run / "config.yaml").read_text())
     data["stages"][0]["perplexity"].update({"mode": "percentile_buckets", "keep": ["head", "middle"]})
     del data["stages"][0]["perplexity"]["fraction"]
     results = run_pipeline(parse_config(data, base_dir=reference_run.parent))
