@@ -12,19 +12,26 @@
      write the kept rows as Parquet (the work a `curate run` does, without its ingest step);
    - curate_run: the same through `run_pipeline` (ingest to Parquet shards + the dedup stage);
    - DataTrove 0.10.1: MinhashDedupSignature -> Buckets -> Cluster -> Filter (LocalPipelineExecutor),
-     with a white-space word tokenizer (its English default needs spaCy, which is slower).
-4. Reported: documents/s end to end, the ratio, recall per true-Jaccard bucket and precision.
+     with a white-space word tokenizer (its English default needs spaCy, which is slower);
+   - rensa 0.5 as its README uses it: per document, lower-cased white-space word 5-grams in Python into
+     `RMinHash(112, 1).update`, then `RMinHashLSH` (14 bands) finds for each document an earlier candidate.
+4. Signatures alone, on one core (RAYON_NUM_THREADS=1, one thread, the same documents): ours with each engine
+   (normalisation and shingling included) against rensa's per-document Python path.
+5. Reported: documents/s end to end, the ratios, recall per true-Jaccard bucket and precision.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+os.environ.setdefault("RAYON_NUM_THREADS", "1")  # rensa's thread pool: per-core figures (set before it loads)
 
 import numpy as np
 import pyarrow as pa
@@ -161,6 +168,53 @@ def run_datatrove(inputs: Path, work: Path, workers: int, files: int) -> tuple[s
     return removed, times
 
 
+def rensa_shingles(text: str, ngram: int = 5) -> list[str]:
+    words = text.lower().split()
+    return [" ".join(words[i:i + ngram]) for i in range(max(1, len(words) - ngram + 1))]
+
+
+def run_rensa(texts: list[str], ids: list[str]) -> tuple[set[str], dict[str, float]]:
+    """rensa end to end: signatures per document, then LSH; a document with an earlier candidate is removed."""
+    import rensa
+
+    start = time.perf_counter()
+    hashes = []
+    for text in texts:
+        minhash = rensa.RMinHash(num_perm=112, seed=1)
+        minhash.update(rensa_shingles(text))
+        hashes.append(minhash)
+    signed = time.perf_counter()
+    lsh = rensa.RMinHashLSH(threshold=0.8, num_perm=112, num_bands=14)
+    for i, minhash in enumerate(hashes):
+        lsh.insert(i, minhash)
+    removed = {ids[i] for i, minhash in enumerate(hashes) if any(j < i for j in lsh.query(minhash))}
+    end = time.perf_counter()
+    return removed, {"signatures": signed - start, "lsh": end - signed, "total": end - start}
+
+
+def signature_speed(texts: list[str]) -> dict[str, float]:
+    """Documents/s of signatures alone on one core: each of our engines, and rensa's per-document path."""
+    import rensa
+    from threadpoolctl import threadpool_limits
+
+    from curate.dedup.minhash import MinHashParams, minhash_signatures
+
+    table = pa.array(texts, pa.string())
+    speeds = {}
+    with threadpool_limits(1):
+        for engine in ("rensa", "datatrove"):
+            start = time.perf_counter()
+            minhash_signatures(table, MinHashParams(engine=engine))
+            speeds[f"ours_{engine}"] = len(texts) / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for text in texts:
+            minhash = rensa.RMinHash(num_perm=112, seed=1)
+            minhash.update(rensa_shingles(text))
+            minhash.digest()
+        speeds["rensa"] = len(texts) / (time.perf_counter() - start)
+    return {k: round(v, 1) for k, v in speeds.items()}
+
+
 def quality(removed: set[str], ids: list[str], copy: np.ndarray, original: np.ndarray,
             jaccard: np.ndarray) -> dict[str, object]:
     mask = np.array([i in removed for i in ids])
@@ -211,13 +265,15 @@ def main() -> None:
         ours_removed, ours_times = run_ours(work / "input", work / "ours", args.workers)
         run_removed, run_times = run_curate(work / "input", work / "curate-run", args.workers)
         dt_removed, dt_times = run_datatrove(work / "input", work / "datatrove", args.workers, args.files)
+        rensa_removed, rensa_times = run_rensa(shuffled_texts, shuffled_ids)
+        per_core = signature_speed(shuffled_texts)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     copy_ids, original = copy, injected.original
     results = {"documents": len(texts), "copies": len(copy), "workers": args.workers}
     for name, removed, times in (("ours", ours_removed, ours_times), ("curate_run", run_removed, run_times),
-                                 ("datatrove", dt_removed, dt_times)):
+                                 ("datatrove", dt_removed, dt_times), ("rensa", rensa_removed, rensa_times)):
         results[name] = {"docs_per_s": round(len(texts) / times["total"], 1),
                          "seconds": {k: round(v, 3) for k, v in times.items()},
                          **quality(removed, ids, copy_ids, original, jaccard)}
@@ -226,26 +282,31 @@ def main() -> None:
     ideal = len(texts) / (dt_times["tasks_total"] / args.workers)
     results["datatrove"]["docs_per_s_tasks_only"] = round(ideal, 1)
     results["speedup_vs_tasks_only"] = round(results["ours"]["docs_per_s"] / ideal, 2)
+    results["signatures_per_core_docs_per_s"] = per_core
+    results["signatures_ours_vs_rensa_per_core"] = round(per_core["ours_rensa"] / per_core["rensa"], 2)
     results["theory_recall_j>=0.9"] = round(float(theory(jaccard[jaccard >= 0.9]).mean()), 4)
 
     print(f"\n{'':10s} {'docs/s':>9s} {'seconds':>8s} {'removed':>8s} {'precision':>9s} "
           f"{'recall J>=0.9':>13s} {'recall J>=0.8':>13s}")
-    for name in ("ours", "curate_run", "datatrove"):
+    for name in ("ours", "curate_run", "datatrove", "rensa"):
         r = results[name]
         print(f"{name:10s} {r['docs_per_s']:9.0f} {r['seconds']['total']:8.2f} {r['removed']:8d} "
               f"{r['precision']:9.4f} {r['recall_j>=0.9']:13.4f} {r['recall_j>=0.8']:13.4f}")
     print(f"speed-up (ours / DataTrove docs/s): {results['speedup']:.2f}x with {args.workers} workers; "
           f"{results['speedup_vs_tasks_only']:.2f}x against DataTrove's task time alone "
           f"({ideal:.0f} docs/s: its task seconds / workers, without process start-up)")
-    print("\nrecall by true Jaccard of (copy, original):  bucket  ours  datatrove  theory  pairs")
+    print(f"signatures on one core (docs/s): {per_core}; ours (rensa engine) / rensa: "
+          f"{results['signatures_ours_vs_rensa_per_core']:.2f}x")
+    print("\nrecall by true Jaccard of (copy, original):  bucket  ours  datatrove  rensa  theory  pairs")
     for bucket, (value, count) in results["ours"]["recall_by_jaccard"].items():
         low, high = (float(x) for x in bucket.strip("[)").split(","))
         inside = (jaccard >= low) & (jaccard < (high if high < 1 else 1.01))
         expected = float(theory(jaccard[inside]).mean()) if count else float("nan")
         other = results["datatrove"]["recall_by_jaccard"][bucket][0]
+        third = results["rensa"]["recall_by_jaccard"][bucket][0]
         print(f"  {bucket:13s} {value if value is not None else '-':>6} {other if other is not None else '-':>9}"
-              f" {expected:7.3f} {count:6d}")
-    print("\nseconds:", json.dumps({n: results[n]["seconds"] for n in ("ours", "curate_run", "datatrove")}))
+              f" {third if third is not None else '-':>6} {expected:7.3f} {count:6d}")
+    print("\nseconds:", json.dumps({n: results[n]["seconds"] for n in ("ours", "curate_run", "datatrove", "rensa")}))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -65,10 +65,9 @@ def _run(config_path: Path, output: Path | None, workers: int | None, no_prefect
             config.engine.workers = workers
         with RichProgress():
             if no_prefect or not config.engine.prefect:
-                from curate.executors import ThreadExecutor
                 from curate.runner import run_pipeline
 
-                run_pipeline(config, ThreadExecutor(config.engine.workers, config.engine.retries))
+                run_pipeline(config)  # threads, or Ray tasks with engine.kind: ray
             else:
                 from curate.flows.pipeline import run_flow
 

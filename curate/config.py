@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import importlib
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -88,11 +89,23 @@ HeldoutSpec = Annotated[Annotated[InputSpec, Tag("input")] | Annotated[HeldoutSp
 
 
 class EngineSpec(_Strict):
-    kind: Literal["local"] = "local"
+    """Where tasks run: `local` threads, or a Ray cluster (`address`: `local` starts one on 127.0.0.1 for the
+    run, `auto` joins the one on this machine, `ray://host:port` a remote one through Ray Client)."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str = "local"
+    ray_cpus: int | None = Field(None, ge=1)  # CPUs of a cluster started for the run (default: this machine's)
     workers: int = Field(2, ge=1)
     prefect: bool = True  # run as a Prefect flow (False: the same runner, in-process, no Prefect)
     retries: int = Field(2, ge=0)  # retries of a failed task (transient errors)
     shard_rows: int = Field(50_000, ge=1)  # rows per shard written by ingest
+
+    @field_validator("address")
+    @classmethod
+    def _known_address(cls, value: str) -> str:
+        if value in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.\-]+:\d+", value):
+            return value
+        raise ValueError(f"engine.address must be local, auto, ray://host:port or host:port; got {value!r}")
 
 
 class StageSpec(BaseModel):

@@ -440,5 +440,10 @@ def _write_sample(folder: Path, rows: pa.Table, name: str, rows_in: int, start: 
 
 
 def run_pipeline(config: PipelineConfig, executor: Executor | None = None) -> list[StepResult]:
-    """Run a config in-process (no Prefect needed). Returns one result per step."""
+    """Run a config without Prefect: on threads, or on Ray with `engine.kind: ray`. One result per step."""
+    if executor is None and config.engine.kind == "ray":
+        from curate.ray_engine import RayExecutor, ray_cluster
+
+        with ray_cluster(config.engine.address, config.engine.ray_cpus):
+            return Runner(config, RayExecutor(config.engine.retries)).run()
     return Runner(config, executor).run()

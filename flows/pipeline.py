@@ -28,7 +28,7 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from curate.config import load_config  # noqa: E402
+from curate.config import PipelineConfig, load_config  # noqa: E402
 from curate.executors import is_transient, threads_for  # noqa: E402
 from curate.runner import Runner, StepResult  # noqa: E402
 from curate.stages.base import Resources  # noqa: E402
@@ -43,11 +43,12 @@ def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
 
 
 class PrefectExecutor:
-    """Runs each call as a Prefect task run on the flow's task runner."""
+    """Runs each call as a Prefect task run on the flow's task runner (threads, or Ray with `on_ray`)."""
 
-    def __init__(self, retries: int = 2, workers: int | None = None):
+    def __init__(self, retries: int = 2, workers: int | None = None, on_ray: bool = False):
         self.retries = retries
         self.workers = workers
+        self.on_ray = on_ray
 
     def _task(self, fn: Callable[..., Any]) -> Any:
         return task(fn, name=fn.__name__, retries=self.retries, retry_delay_seconds=1,
@@ -58,6 +59,15 @@ class PrefectExecutor:
         runnable = self._task(fn)
         if resources is not None:  # shown on the task runs in the UI; a Ray task runner places work by them
             runnable = runnable.with_options(tags={f"cpus={resources.cpus:g}", f"gpus={resources.gpus:g}"})
+        if self.on_ray:  # Ray places each task by the stage's declared resources and queues the rest
+            from prefect_ray.context import remote_options as ray_options
+
+            from curate.ray_engine import remote_options
+
+            with ray_options(**remote_options(resources)):
+                futures = [runnable.with_options(task_run_name=name).submit(*args)
+                           for args, name in zip(calls, names, strict=True)]
+            return [future.result() for future in futures]
         # At most as many in flight as the machine fits at the stage's declared need (one training per CPU box)
         window = threads_for(self.workers, resources) if self.workers else len(calls)
         futures: list[Any] = []
@@ -75,15 +85,29 @@ class PrefectExecutor:
 def curate_pipeline(config_path: str, output: str | None = None, workers: int | None = None) -> list[dict[str, Any]]:
     """Run the pipeline config at `config_path` (optionally writing to `output`)."""
     config = load_config(config_path, output=output)
-    results = Runner(config, PrefectExecutor(config.engine.retries, workers or config.engine.workers)).run()
-    return [asdict(r) for r in results]
+    executor = PrefectExecutor(config.engine.retries, workers or config.engine.workers,
+                               on_ray=config.engine.kind == "ray")
+    return [asdict(r) for r in Runner(config, executor).run()]
+
+
+def task_runner(config: PipelineConfig, workers: int | None = None) -> Any:
+    """The flow's task runner: a thread pool of `workers`, or Ray (a cluster of its own for `address: local`)."""
+    if config.engine.kind != "ray":
+        return ThreadPoolTaskRunner(max_workers=workers or config.engine.workers)
+    from prefect_ray import RayTaskRunner
+
+    from curate.ray_engine import init_arguments
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = config.engine.address
+    if address == "local":
+        return RayTaskRunner(init_kwargs=init_arguments(address, config.engine.ray_cpus))
+    return RayTaskRunner(address=address)
 
 
 def run_flow(config_path: str, output: str | None = None, workers: int | None = None) -> list[StepResult]:
-    """Validate, then run the config as a Prefect flow run with a thread pool of `workers`."""
+    """Validate, then run the config as a Prefect flow run on the engine's task runner."""
     config = load_config(config_path, output=output)
-    runnable = curate_pipeline.with_options(
-        task_runner=ThreadPoolTaskRunner(max_workers=workers or config.engine.workers),
-        flow_run_name=f"curate-{config.name}",
-    )
+    runnable = curate_pipeline.with_options(task_runner=task_runner(config, workers),
+                                            flow_run_name=f"curate-{config.name}")
     return [StepResult(**r) for r in runnable(config_path, output, workers)]

@@ -19,7 +19,7 @@ import pyarrow as pa
 from curate.arrays import column_to_matrix, matrix_to_column
 from curate.dedup.exact import exact_keys, first_occurrences, key_matrix
 from curate.dedup.lsh import lsh_clusters
-from curate.dedup.minhash import EMPTY, MinHashParams, has_signature, minhash_signatures, signature_jaccard
+from curate.dedup.minhash import MinHashParams, has_signature, minhash_signatures, signature_jaccard
 from curate.dedup.tokens import tokenize
 from curate.stages.base import Decision, GlobalStage, Params, Rows, register
 
@@ -39,8 +39,10 @@ class DedupParams(Params):
 
 
 def signature_matrix(column: pa.Array | pa.ChunkedArray, num_perm: int) -> np.ndarray:
-    """A fixed_size_list<uint64> (or list) column as an (n, num_perm) array; null rows become EMPTY."""
-    return column_to_matrix(column, num_perm, np.uint64, fill=EMPTY)
+    """A fixed_size_list<uint32|uint64> (or list) column as an (n, num_perm) array of its dtype; null rows are all
+    the dtype's largest value (no signature)."""
+    dtype = np.dtype(column.type.value_type.to_pandas_dtype())
+    return column_to_matrix(column, num_perm, dtype, fill=np.iinfo(dtype).max)
 
 
 @register
@@ -58,7 +60,7 @@ class Dedup(GlobalStage):
             columns[EXACT_KEY] = exact_keys(tokens)
         if p.minhash is not None:
             sig = minhash_signatures(tokens, p.minhash)
-            columns[SIGNATURE] = matrix_to_column(sig.astype(np.uint64, copy=False))
+            columns[SIGNATURE] = matrix_to_column(sig)
         return pa.table(columns)
 
     def decide(self, summary: pa.Table, rows: Rows) -> Decision:

@@ -18,6 +18,7 @@ from curate.dedup.minhash import (
     normalize_for_shingles,
     permutation_params,
     permute,
+    rensa_signatures,
     shingles,
     signature_jaccard,
     signatures_from_shingles,
@@ -128,17 +129,32 @@ def test_known_answer_estimate_default_seed(inter):
     assert abs(signature_jaccard(sig, np.array([0]), np.array([1]))[0] - inter / 100) <= 0.1
 
 
-def test_minhash_signatures_texts():
+@pytest.mark.parametrize("inter", [0, 30, 50, 80, 100])
+def test_rensa_engine_known_answer_and_its_own_per_document_path(inter):
+    import rensa
+
+    hashes, docs = _sets_with_jaccard(inter, 100, np.random.default_rng(5))
+    sig = rensa_signatures(hashes, docs, 2, 112, seed=1)
+    assert sig.dtype == np.uint32
+    assert abs(signature_jaccard(sig, np.array([0]), np.array([1]))[0] - inter / 100) <= 0.1
+    # the flat buffer + offsets give what rensa computes from the same hashes one document at a time
+    sets = [hashes[docs == d].tolist() for d in range(2)]
+    rows = rensa.RMinHash.digest_matrix_from_token_hash_sets(sets, 112, 1).to_rows()
+    assert np.array_equal(sig, np.array(rows, np.uint32))
+
+
+@pytest.mark.parametrize("engine,dtype", [("rensa", np.uint32), ("datatrove", np.uint64)])
+def test_minhash_signatures_texts(engine, dtype):
     texts = ["The quick brown fox jumps over the lazy dog again and again",
              "the QUICK brown fox, jumps over the lazy dog again and again!",
              "", None, "short text", "Something else entirely with many different words in it"]
-    sig = minhash_signatures(texts)
-    assert sig.shape == (6, 112) and sig.dtype == np.uint64
+    sig = minhash_signatures(texts, MinHashParams(engine=engine))
+    assert sig.shape == (6, 112) and sig.dtype == dtype
     assert np.array_equal(sig[0], sig[1])  # same after normalisation
     assert not has_signature(sig)[2] and not has_signature(sig)[3]
     assert has_signature(sig)[4]  # fewer than 5 words: one shingle of all words
     assert (sig[4] != sig[5]).any()
-    small = minhash_signatures(texts, MinHashParams(bands=4, rows=2, hash_bits=32))
+    small = minhash_signatures(texts, MinHashParams(bands=4, rows=2, engine="datatrove", hash_bits=32))
     assert small.shape == (6, 8) and small[has_signature(small)].max() < 2**32
 
 

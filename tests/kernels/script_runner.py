@@ -25,16 +25,41 @@ def run_script(script: str | Path, args: list[str], env: dict[str, str], timeout
 
 
 def peak_rss_growth(fn: Callable[[], Any]) -> tuple[Any, int]:
-    """fn()'s result and how far it raised this process's peak RSS (Linux): the peak is reset to the current RSS
-    first (`5` > /proc/self/clear_refs), so memory freed before cannot hide what fn allocates."""
+    """fn()'s result and how far it raised this process's peak RSS (Linux).
+
+    Two meters, and the larger reading wins (each can only under-read): the kernel's high-water mark, reset to the
+    current RSS first (`5` > /proc/self/clear_refs) so that memory freed before cannot hide what fn allocates, and
+    the current RSS sampled every millisecond meanwhile. The high-water mark alone has read 0 on a busy machine: it
+    is updated lazily, and a large buffer freed by munmap can leave it unchanged.
+    """
     import resource
+    import threading
+
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def current() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
 
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # noqa: E731 (KiB on Linux)
-    base = peak()
-    result = fn()
-    return result, peak() - base
+    high_water = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # noqa: E731 (KiB on Linux)
+    base_high, base = high_water(), current()
+    sampled, done = [base], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.001):
+            sampled.append(current())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = fn()
+        sampled.append(current())
+    finally:
+        done.set()
+        sampler.join()
+    return result, max(high_water() - base_high, max(sampled) - base)
 
 
 def child_main(commands: dict[str, Callable[[list[str]], dict[str, Any]]]) -> None:

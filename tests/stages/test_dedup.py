@@ -22,7 +22,7 @@ def test_registered_and_params():
     p = DedupParams.model_validate({"minhash": {"threshold": 0.7, "verify": "exact"}})
     assert p.exact and p.minhash.threshold == 0.7 and p.minhash.bands == 14 and p.minhash.rows == 8
     assert DedupParams.model_validate({"minhash": None}).minhash is None
-    assert DedupParams().minhash.ngram == 5 and DedupParams().minhash.hash_bits == 64
+    assert DedupParams().minhash.ngram == 5 and DedupParams().minhash.engine == "rensa"
     for bad in ({"minhash": {"bandz": 3}}, {"minhash": {"hash_bits": 16}}, {"fuzzy": True},
                 {"minhash": {"verify": "maybe"}}):
         with pytest.raises(ValueError):
@@ -76,7 +76,7 @@ def test_summaries_do_not_depend_on_batches():
     whole = stage.summarize(table)
     parts = pa.concat_tables([stage.summarize(table.slice(i, 7)) for i in range(0, table.num_rows, 7)])
     assert whole.equals(parts)
-    assert whole.schema.field("minhash").type == pa.list_(pa.uint64(), 112)
+    assert whole.schema.field("minhash").type == pa.list_(pa.uint32(), 112)  # rensa: 32-bit
 
 
 def _write_input(path, rng_seed=0):
