@@ -96,7 +96,8 @@ def run_ours(inputs: Path, output: Path, workers: int) -> tuple[set[str], dict[s
     removed: set[str] = set()
     offset = 0
     for i, part in enumerate(tables):
-        kept, rejected = apply_decision(part, decision.slice(offset, part.num_rows), "dedup")
+        applied = apply_decision(part, decision.slice(offset, part.num_rows), "dedup")
+        kept, rejected = applied.kept, applied.rejected
         pq.write_table(kept, output / f"part-{i:05d}.parquet")
         if rejected.num_rows:
             removed.update(rejected.column("id").to_pylist())

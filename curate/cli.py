@@ -1,5 +1,5 @@
 """The `curate` command line: run, validate, demo, sql, inspect, export; evaluate and report (`cli_eval`); train-lm
-and finetune (`cli_train`); budget (`cli_budget`)."""
+and finetune (`cli_train`); budget (`cli_budget`); server and schedule (`cli_serve`)."""
 
 from __future__ import annotations
 
@@ -235,7 +235,7 @@ def export(
     console.print(f"exported {rows:,} rows of {label!r} as {used} records ({fmt.value}) to {folder}", highlight=False)
 
 
-from curate import cli_budget, cli_eval, cli_train  # noqa: E402,F401  (register their commands)
+from curate import cli_budget, cli_eval, cli_serve, cli_train  # noqa: E402,F401  (register their commands)
 
 if __name__ == "__main__":
     app()

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from curate import __version__
 from curate.errors import DatasetError
+from curate.faults import crash_point
 from curate.hashing import file_sha256
 
 MANIFEST = "_manifest.json"
@@ -166,6 +167,7 @@ class ShardWriter:
         if self._writer is None:
             return None
         self._writer.close()
+        crash_point("shard_write", self.name)
         final = self.directory / self.name
         os.replace(self._tmp, final)
         return ShardInfo(file=self.name, rows=self.rows, sha256=file_sha256(str(final)))

@@ -187,6 +187,8 @@ class Runner:
         for path in folders:
             path.mkdir(parents=True, exist_ok=True)
             (path / MANIFEST).unlink(missing_ok=True)
+            for partial in path.rglob(".*.tmp-*"):  # what a killed run was writing: never read, now gone
+                partial.unlink(missing_ok=True)
         atomic_write_text(pending, step.fingerprint)
 
     def _map(self, fn: Any, step: Step, calls: list[tuple], names: list[str]) -> list[Any]:

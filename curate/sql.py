@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from curate.dataset import Dataset
+from curate.errors import CurateError
 from curate.rundir import TABLES, RunDir
 from curate.summary import StepSummary, run_steps
 
@@ -101,9 +102,28 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+READ_ONLY = {"SELECT", "EXPLAIN", "PRAGMA"}  # DESCRIBE, SHOW, SUMMARIZE and WITH ... SELECT are SELECTs
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse any statement that could write (COPY, CREATE, INSERT, ATTACH, EXPORT, SET, INSTALL, ...): a run is
+    opened read-only, so a query can never change or add files."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as error:
+        raise CurateError(f"SQL error: {error}") from None
+    for statement in statements:
+        kind = statement.type.name
+        if kind not in READ_ONLY:
+            raise CurateError(f"curate sql opens the run read-only: a {kind} statement is refused (allowed: "
+                              f"{', '.join(sorted(READ_ONLY))}); to write rows elsewhere use `curate export`")
+
+
 def query(run_dir: str | Path, sql: str) -> pa.Table:
-    """Run one SQL query over a run directory; the result as an Arrow table."""
+    """Run one read-only SQL query over a run directory; the result as an Arrow table."""
+    check_read_only(sql)
     con = connect(run_dir)
+    con.execute("SET lock_configuration = true")  # a query cannot turn settings (or external access) back on
     try:
         return con.sql(sql).to_arrow_table()
     finally:

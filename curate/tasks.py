@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from curate.dataset import Dataset, ShardInfo, ShardWriter, atomic_write_text, conform, write_shard
 from curate.errors import CurateError
+from curate.faults import crash_point
 from curate.inputs import StepInput
 from curate.io.ingest import ingest_unit
 from curate.io.sources import InputUnit
@@ -99,6 +100,7 @@ def _write_receipt(out_dir: str | Path, task: str, kept: list[ShardInfo | None],
     }
     path = _receipt_path(out_dir, task)
     path.parent.mkdir(exist_ok=True)
+    crash_point("task_done", f"{Path(out_dir).name}/{task}")
     atomic_write_text(path, json.dumps(receipt))
     return receipt
 
@@ -166,6 +168,7 @@ def prepare_task(task: StepTask, target_dir: str | None, heldout_dir: str | None
         return json.loads(marker.read_text())
     stage = REGISTRY[task.stage](task.params)
     prepared = stage.prepare(_context(task, target_dir, heldout_dir, models_dir))
+    crash_point("prepare", task.label)
     atomic_write_text(marker, json.dumps(prepared))
     return prepared
 
@@ -222,6 +225,7 @@ def decide_task(task: StepTask) -> dict[str, Any]:
     for ref, offset in step_input.shard_offsets().items():
         rows = sizes[ref]
         write_shard(task.work_dir, f"decision-{step_input.output_name(ref)}", stored.slice(offset, rows))
+    crash_point("decide", task.label)
     atomic_write_text(marker, json.dumps(info))
     return info
 

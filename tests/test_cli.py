@@ -143,6 +143,16 @@ def test_inspect_and_validate(demo_run, tmp_path):
     assert query.returncode == 2 and "SQL:" in query.stdout
 
 
+def test_sql_opens_the_run_read_only(demo_run, tmp_path):
+    files = {p: p.stat().st_mtime_ns for p in demo_run.rglob("*")}
+    for statement in (f"COPY (SELECT * FROM final) TO '{demo_run / 'leak.csv'}'", "CREATE TABLE t AS SELECT 1",
+                      f"ATTACH '{demo_run / 'x.duckdb'}' AS x", "SET lock_configuration = false; SELECT 1"):
+        refused = curate("sql", str(demo_run), statement, cwd=tmp_path, check=False)
+        assert refused.returncode == 2 and "read-only" in refused.stdout, (statement, refused.stdout)
+    assert {p: p.stat().st_mtime_ns for p in demo_run.rglob("*")} == files  # nothing written, nothing new
+    assert curate("sql", str(demo_run), "DESCRIBE final", cwd=tmp_path).returncode == 0
+
+
 def test_frozen_config_repeats_the_run_without_work(demo_run, tmp_path):
     out = curate("run", str(demo_run / "config.yaml"), "--no-prefect", cwd=tmp_path).stdout
     assert out.count("skipped") == 16  # target, heldout, the target without held-out rows, ingest, 12 stages

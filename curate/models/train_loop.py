@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 
 from curate.errors import CurateError
+from curate.faults import crash_point
 from curate.kernels.common import IGNORE_INDEX
 from curate.kernels.train_loss import token_loss_sum
 from curate.models.lm_head import HeadSplit
@@ -245,6 +246,7 @@ def run_loop(head: HeadSplit, step_batches: Callable[[int], list[MicroBatch]], c
         result.tokens += tokens
         result.scored += scored
         progress().note(key, f"loss {result.losses[-1]:.3f}")
+        crash_point("train_step", bar)
         done = step + 1
         if evaluate is not None and config.eval_every and done % config.eval_every == 0 and done < config.steps:
             result.curve.append({"step": done, "tokens": result.tokens, "loss": evaluate()})

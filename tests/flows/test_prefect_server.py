@@ -1,4 +1,5 @@
-"""The flow against a real Prefect server: runs are recorded there, and transient failures are retried."""
+"""The flow against a real Prefect server (started by `curate server`): runs are recorded there, transient failures
+are retried, and `curate schedule` serves a config as a scheduled deployment whose triggered runs do the run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from curate.dataset import Dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL = ROOT / "tests" / "data" / "ingest" / "pool_sample.jsonl"
+CURATE = shutil.which("curate", path=str(Path(sys.executable).parent)) or "curate"
 
 
 def free_port() -> int:
@@ -27,11 +30,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def api(url: str, path: str, body: dict) -> list[dict]:
+def api(url: str, path: str, body: dict, attempts: int = 10) -> list[dict]:
+    """POST to the server's API; a 503 (its SQLite database busy with another client) is asked again."""
     request = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +52,7 @@ def prefect_server(tmp_path_factory):
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_UI_ENABLED": "false",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
     env.pop("PREFECT_API_URL", None)
-    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+    server = subprocess.Popen([CURATE, "server", "--port", str(port), "--no-ui"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.time() + 120
@@ -72,8 +82,7 @@ def test_run_is_recorded_on_the_server_and_transient_errors_retried(prefect_serv
         "stages": [{"normalize": {}}, {"test_flaky": {"marker_dir": str(tmp_path / "markers")}}],
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    curate = shutil.which("curate", path=str(Path(sys.executable).parent)) or "curate"
-    result = subprocess.run([curate, "run", str(tmp_path / "c.yaml")], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run([CURATE, "run", str(tmp_path / "c.yaml")], cwd=ROOT, capture_output=True, text=True,
                             env={**env, "PREFECT_API_URL": url, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert Dataset.open(tmp_path / "run" / "stages" / "02-test_flaky").count() == 60
@@ -92,3 +101,60 @@ def test_run_is_recorded_on_the_server_and_transient_errors_retried(prefect_serv
     names = {r["name"] for r in task_runs}
     assert {"ingest[pool_sample.jsonl]", "normalize[part-00000-0000]", "test_flaky[part-00000-0002]"} <= names
     assert len(flaky) == 3 and all(r["state_type"] == "COMPLETED" and r["run_count"] == 2 for r in flaky), flaky
+
+
+def test_the_server_binds_to_loopback_only(prefect_server):
+    url, _ = prefect_server
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    outside = [a for a in {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+               if not a.startswith("127.")]
+    for address in outside:
+        with socket.socket() as s, pytest.raises(OSError):
+            s.settimeout(2)
+            s.connect((address, port))
+
+
+def wait_for(check, seconds: float, what: str):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_schedule_serves_a_cron_deployment_whose_runs_do_the_run(prefect_server, tmp_path):
+    url, env = prefect_server
+    env = {**env, "PREFECT_API_URL": url}
+    (tmp_path / "pool").mkdir()
+    shutil.copy(POOL, tmp_path / "pool" / "a.jsonl")
+    config = {"name": "scheduled", "inputs": [{"path": str(tmp_path / "pool" / "*.jsonl")}],
+              "output": str(tmp_path / "run"), "engine": {"workers": 1, "shard_rows": 20},
+              "stages": [{"normalize": {}}, {"dedup": {}}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    serve = subprocess.Popen([CURATE, "schedule", str(tmp_path / "c.yaml"), "--cron", "0 4 1 1 *"], cwd=tmp_path,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deployment = wait_for(lambda: api(url, "/deployments/filter", {"deployments": {"name": {"any_": [
+            "scheduled"]}}}), 120, "the deployment")[0]
+        assert deployment["schedules"][0]["schedule"]["cron"] == "0 4 1 1 *"
+
+        def run_now() -> dict:
+            flow_run = api(url, f"/deployments/{deployment['id']}/create_flow_run", {})
+            return wait_for(lambda: next((r for r in api(url, "/flow_runs/filter", {"flow_runs": {"id": {
+                "any_": [flow_run["id"]]}}}) if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")), None),
+                240, "the flow run")
+
+        assert run_now()["state_type"] == "COMPLETED"
+        assert Dataset.open(tmp_path / "run" / "stages" / "02-dedup").count() == 60
+        # the pool grows: the next run takes the new file in
+        rows = [json.loads(line) for line in POOL.read_text().splitlines()][:10]
+        (tmp_path / "pool" / "b.jsonl").write_text("".join(json.dumps({**r, "id": r["id"] + "-new",
+                                                                        "text": r["text"] + " (new)"}) + "\n"
+                                                           for r in rows))
+        assert run_now()["state_type"] == "COMPLETED"
+        assert Dataset.open(tmp_path / "run" / "stages" / "00-ingest").count() == 70
+    finally:
+        serve.terminate()  # serving stops before the server (the fixture's), never the other way round
+        serve.wait(timeout=60)

@@ -153,7 +153,8 @@ def test_synthesize_with_a_local_model(arithmetic_lm, tmp_path):
 def _endpoint_config(tmp_path: Path, base_url: str, output: str) -> Path:
     import yaml
 
-    generator = {"endpoint": {"base_url": base_url, "model": "tiny", "concurrency": 2, "backoff": 0.05}}
+    generator = {"endpoint": {"base_url": base_url, "model": "tiny", "concurrency": 2, "backoff": 0.05,
+                              "api_key_env": "DART_TEST_KEY"}}
     config = {"name": "dart", "inputs": [{"path": str(tmp_path / "sums.jsonl")}], "output": output,
               "engine": {"prefect": False}, "stages": [{"dart": {**SYNTH, "generator": generator}}]}
     path = tmp_path / f"{output}.yaml"
@@ -164,7 +165,7 @@ def _endpoint_config(tmp_path: Path, base_url: str, output: str) -> Path:
 def test_synthesize_through_an_endpoint_resumes_after_a_kill_without_generating_again(arithmetic_lm, tmp_path):
     """`curate run` against a real OpenAI-compatible server on 127.0.0.1, killed (-9) in the middle of the
     generation, then run again: no stored generation is requested again, and the output equals an uninterrupted
-    run's."""
+    run's. The server's API key never reaches a run folder, the report or the logs."""
     import os
     import shutil
     import signal
@@ -177,8 +178,9 @@ def test_synthesize_through_an_endpoint_resumes_after_a_kill_without_generating_
 
     problems = write_sums(tmp_path / "sums.jsonl", 14)
     curate = shutil.which("curate", path=str(Path(sys.executable).parent)) or "curate"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    with OpenAIServer(arithmetic_lm, delay=0.01) as server:
+    secret = "planted-dart-key-0c9f"
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "DART_TEST_KEY": secret}
+    with OpenAIServer(arithmetic_lm, delay=0.01, api_key=secret) as server:
         config = _endpoint_config(tmp_path, server.base_url, "run")
         child = subprocess.Popen([curate, "run", str(config)], cwd=tmp_path, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -201,6 +203,10 @@ def test_synthesize_through_an_endpoint_resumes_after_a_kill_without_generating_
         fresh = subprocess.run([curate, "run", str(_endpoint_config(tmp_path, server.base_url, "fresh"))],
                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert all(secret not in out for out in (done.stdout, done.stderr, fresh.stdout, fresh.stderr))
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert (tmp_path / "run" / "report.html") in written
+    assert not [p for p in written if secret.encode() in p.read_bytes()]
     resumed, _, new = _check_synthesized(tmp_path / "run", problems)
     uninterrupted = Dataset.open(next((tmp_path / "fresh" / "stages").glob("01-dart"))).to_table()
     assert new.num_rows > 0
