@@ -123,6 +123,19 @@ def validate(config: Path = typer.Argument(..., help="pipeline config (YAML)")) 
     for spec in cfg.stage_specs():
         reads = ", ".join(spec.parents)
         console.print(f"  {spec.label} ({spec.name} <- {reads}): {json.dumps(spec.params)}", highlight=False)
+    _warn_memory(cfg, units)
+
+
+def _warn_memory(cfg: Any, units: list[Any]) -> None:
+    """Warn of global steps whose decision would not fit in this machine's memory (every step at all rows)."""
+    from curate.console import console
+    from curate.memory_estimate import estimated_rows, memory_warnings
+    from curate.stages import REGISTRY
+
+    rows = sum(estimated_rows(u) for u in units)
+    steps = [(s.label, REGISTRY[s.name](s.params), rows) for s in cfg.stage_specs()]
+    for warning in memory_warnings(steps):
+        console.print(f"[yellow]warning[/]: {warning}", highlight=False)
 
 
 @app.command()
@@ -199,6 +212,27 @@ def inspect(run_dir: Path = typer.Argument(..., help="run directory")) -> None:
         console.print(reasons_table(summaries))
     for summary in clusters:
         console.print(cluster_table(summary))
+    _warn_memory_after(run_dir, summaries)
+
+
+def _warn_memory_after(run_dir: Path, summaries: list[Any]) -> None:
+    """The same warning from a run's own counts: a bigger pool through the same config would not fit."""
+    from curate.config import load_config
+    from curate.console import console
+    from curate.memory_estimate import memory_warnings
+    from curate.stages import REGISTRY
+
+    frozen = Path(run_dir) / "config.yaml"
+    if not frozen.is_file():
+        return
+    try:
+        specs = {s.label: s for s in load_config(frozen).stage_specs()}
+    except CurateError:  # its inputs moved: no estimate
+        return
+    steps = [(s.label, REGISTRY[specs[s.label].name](specs[s.label].params), s.rows_in)
+             for s in summaries if s.label in specs and s.rows_in]
+    for warning in memory_warnings(steps):
+        console.print(f"[yellow]warning[/]: {warning}", highlight=False)
 
 
 class ExportFormat(str, Enum):

@@ -53,6 +53,14 @@ def embedding_matrix(column: pa.Array | pa.ChunkedArray,
     return x, valid
 
 
+class HoldsEmbeddings:
+    """For global stages whose decision holds every row's embedding: what that costs per row (float32, the
+    packaged 384-d embedder's width, twice for the working copies of clustering or transport, plus the id)."""
+
+    def decision_bytes_per_row(self) -> int:
+        return 2 * 4 * 384 + 64
+
+
 def check_embedding_type(stage: str, schema: pa.Schema) -> None:
     """Fail at once when the `embedding` column is not a list of floats."""
     kind = schema.field(EMBEDDING).type

@@ -57,6 +57,11 @@ class StepInput:
         """Shard references in reading order."""
         return [self.ref(k, name) for k, name, _ in self._refs]
 
+    def shard_sha256(self, ref: str) -> str:
+        """The SHA-256 of the file behind shard `ref` (from its dataset's manifest)."""
+        k, name = self._resolve(ref)
+        return next(s.sha256 for s in self.datasets[k].shards if s.file == name)
+
     def shard_rows(self) -> dict[str, int]:
         return {self.ref(k, name): rows for k, name, rows in self._refs}
 

@@ -36,6 +36,7 @@ from curate.inputs import StepInput
 from curate.io.ingest import make_ids_unique
 from curate.plan import Plan, Step, plan_run
 from curate.progress import progress
+from curate.reuse import drop_previous, previous_dir, set_aside, write_record
 from curate.rundir import TABLES, RunDir
 from curate.stages import REGISTRY
 from curate.stages.base import PARENT_ID, Stage
@@ -173,15 +174,32 @@ class Runner:
         dirs = () if step.kind in ("ingest", "split", "exclude") else tuple(str(d) for d in self.plan.input_dirs(step))
         work = step.out_dir / WORK
         models = {m: str(self.plan.step(m).out_dir) for m in step.model_steps}
-        return StepTask(step.label, step.stage, step.params, dirs, step.parents, str(step.out_dir),
+        task = StepTask(step.label, step.stage, step.params, dirs, step.parents, str(step.out_dir),
                         str(step.rejected_dir or ""), str(work), str(work), {}, models, step.label)
+        if not self._reusable(step):
+            return task
+        root = self.run_dir.root
+        # what decides a task's output besides the one input it reads (curate.reuse)
+        key = fingerprint(step.stage, step.params, {m: self.plan.step(m).fingerprint for m in step.model_steps},
+                          {s: self.plan.sample_fingerprints()[s] for s in step.samples}, __version__)
+        return StepTask(**{**asdict(task), "reuse_key": key,
+                           "previous_out": str(previous_dir(root, step.out_dir)),
+                           "previous_rejected": str(previous_dir(root, step.rejected_dir))})
+
+    def _reusable(self, step: Step) -> bool:
+        """Steps whose tasks may take over finished work of their previous version: the graph's row steps."""
+        return step.kind in ("ingest", "map", "global") and step.rejected_dir is not None and (
+            step.out_dir.parent == self.run_dir.stages)
 
     def _prepare(self, step: Step) -> None:
-        """Keep a half-done step's finished tasks only if it was started with the same fingerprint."""
+        """Keep a half-done step's finished tasks only if it was started with the same fingerprint. A finished
+        version with another fingerprint is set aside, for tasks that would compute what it holds (curate.reuse)."""
         folders = [p for p in (step.out_dir, step.rejected_dir) if p is not None]
         pending = step.out_dir / "_pending.json"
         same = pending.is_file() and pending.read_text().strip() == step.fingerprint
         if not same:
+            if self._reusable(step):
+                set_aside(self.run_dir.root, folders)
             for path in folders:
                 shutil.rmtree(path, ignore_errors=True)
         for path in folders:
@@ -227,7 +245,10 @@ class Runner:
         summaries = self.summary_dir(step)
         summaries.mkdir(parents=True, exist_ok=True)
         models = self.run_dir.models / (summaries.name if summaries != work else step.label)
-        task = StepTask(**{**asdict(task), "summary_dir": str(summaries), "key": f"{step.label}:summarize"})
+        others = tuple(str(p) for p in sorted(self.run_dir.scores.glob(f"{step.label}-*"))
+                       if p.is_dir() and p != summaries) if summaries != work else ()
+        task = StepTask(**{**asdict(task), "summary_dir": str(summaries), "key": f"{step.label}:summarize",
+                           "other_summaries": others})
         target, heldout = self._sample_dirs(step)
         prepared = self.executor.call(prepare_task, (task, target, heldout, str(models)), f"{step.label}:prepare")
         task = StepTask(**{**asdict(task), "prepared": prepared})
@@ -353,10 +374,14 @@ class Runner:
             write_report_tables(step.out_dir, content.get("tables", {}))
             if content.get("summary"):  # a short account for the manifest (iterative kMQ's rounds)
                 stats["decision"] = content["summary"]
+        if self._reusable(step):  # the task keys, for the step's next version
+            write_record(step.out_dir, receipts)
         write_manifest(step.rejected_dir, rejected, schema=None if rejected else REJECTED_COLUMNS, **common)
         done = write_manifest(step.out_dir, kept, schema=schema, **common)
         if step.kind != "ingest" and rows_out:
             self._check_adds(step, done.schema)
+        if self._reusable(step):
+            drop_previous(self.run_dir.root, [step.out_dir, step.rejected_dir])
         for leftover in (step.out_dir / WORK, step.out_dir / "_tasks"):
             shutil.rmtree(leftover, ignore_errors=True)
         (step.out_dir / "_pending.json").unlink(missing_ok=True)

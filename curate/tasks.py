@@ -9,6 +9,7 @@ missing ones.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,10 +24,12 @@ import pyarrow.parquet as pq
 from curate.dataset import Dataset, ShardInfo, ShardWriter, atomic_write_text, conform, write_shard
 from curate.errors import CurateError
 from curate.faults import crash_point
+from curate.hashing import fingerprint
 from curate.inputs import StepInput
 from curate.io.ingest import ingest_unit
 from curate.io.sources import InputUnit
 from curate.progress import progress
+from curate.reuse import reuse_summary, reuse_task, store_summary_key
 from curate.stages.base import (
     PARENT_ID,
     POSITION,
@@ -38,6 +41,7 @@ from curate.stages.base import (
     apply_decision,
     ready_stage,
 )
+from curate.summaries import SummaryShards
 
 RECEIPTS = "_tasks"
 WORK = "_work"
@@ -59,6 +63,11 @@ class StepTask:
     prepared: dict[str, Any] = field(default_factory=dict)  # the stage's `prepare` artifacts
     step_models: dict[str, str] = field(default_factory=dict)  # label -> folder of the models the stage loads
     key: str = ""  # progress bar
+    # reuse (curate.reuse): what decides a task's output besides its data, and where finished work may be found
+    reuse_key: str = ""
+    previous_out: str = ""
+    previous_rejected: str = ""
+    other_summaries: tuple[str, ...] = ()
 
     def input(self) -> StepInput:
         return StepInput.open(self.inputs, self.input_labels)
@@ -66,6 +75,22 @@ class StepTask:
     def instance(self) -> Stage:
         """The worker's set-up instance of the stage (models load once per process)."""
         return ready_stage(self.stage, self.params, self.prepared)
+
+    def shard_key(self, step_input: StepInput, ref: str, what: str) -> str:
+        """The task key of the `what` task ("map", "summary") on input shard `ref` (see `curate.reuse`)."""
+        if not self.reuse_key:
+            return ""
+        return fingerprint(self.reuse_key, what, self.prepared, ref, step_input.shard_sha256(ref),
+                           step_input.schema.to_string(show_schema_metadata=False))
+
+    def reused(self, name: str, key: str) -> dict[str, Any] | None:
+        """The receipt of an identical task of the step's previous version, its shards taken over."""
+        receipt = reuse_task(self.previous_out, self.previous_rejected, self.out_dir, self.rejected_dir, name, key)
+        if receipt is not None:
+            path = _receipt_path(self.out_dir, name)
+            path.parent.mkdir(exist_ok=True)
+            atomic_write_text(path, json.dumps(receipt))
+        return receipt
 
 
 def _receipt_path(out_dir: str | Path, task: str) -> Path:
@@ -109,9 +134,14 @@ def ingest_task(task: StepTask, unit: InputUnit, shard_rows: int) -> dict[str, A
     name = f"unit-{unit.index:05d}"
     if (done := read_receipt(task.out_dir, name)) is not None:
         return done
+    stat = os.stat(unit.path)
+    key = fingerprint(task.reuse_key, asdict(unit), stat.st_size, stat.st_mtime_ns, shard_rows) if task.reuse_key \
+        else ""
+    if key and (done := task.reused(name, key)) is not None:
+        return done
     start = time.perf_counter()
     kept, rejected, rows_read = ingest_unit(unit, task.out_dir, task.rejected_dir, shard_rows, task.label, task.key)
-    return _write_receipt(task.out_dir, name, kept, rejected, rows_read, time.perf_counter() - start)
+    return _write_receipt(task.out_dir, name, kept, rejected, rows_read, time.perf_counter() - start, key=key)
 
 
 def _with_parent_id(table: pa.Table) -> pa.Table:
@@ -120,7 +150,7 @@ def _with_parent_id(table: pa.Table) -> pa.Table:
 
 
 def _split_shard(task: StepTask, stage: Stage, decided: Iterator[tuple[pa.Table, Decision]], ref: str,
-                 out_name: str) -> dict[str, Any]:
+                 out_name: str, key: str = "") -> dict[str, Any]:
     """Write one shard's kept rows (then its added rows) and its dropped rows, table by table, then the receipt."""
     start, rows_in, rows_kept, rows_added = time.perf_counter(), 0, 0, 0
     with ShardWriter(task.out_dir, out_name) as kept, ShardWriter(task.rejected_dir, out_name) as rejected:
@@ -142,22 +172,26 @@ def _split_shard(task: StepTask, stage: Stage, decided: Iterator[tuple[pa.Table,
             rows_added += applied.added.num_rows
             progress().advance(task.key, table.num_rows)
         infos = [kept.close()], [rejected.close()]
-    return _write_receipt(task.out_dir, ref, *infos, rows_in, time.perf_counter() - start, rows_kept, rows_added)
+    return _write_receipt(task.out_dir, ref, *infos, rows_in, time.perf_counter() - start, rows_kept, rows_added,
+                          key=key)
 
 
 def map_task(task: StepTask, ref: str) -> dict[str, Any]:
     """Run a map stage on one shard: kept rows keep the shard's name, dropped rows go to rejected."""
     if (done := read_receipt(task.out_dir, ref)) is not None:
         return done
-    stage = task.instance()
     step_input = task.input()
+    key = task.shard_key(step_input, ref, "map")
+    if key and (done := task.reused(ref, key)) is not None:
+        return done
+    stage = task.instance()
     reads = stage.reads(step_input.schema)
 
     def decided() -> Iterator[tuple[pa.Table, Decision]]:
         for table in step_input.iter_shard_batches(ref, batch_rows=stage.batch_rows):
             yield table, stage.process(table.select(reads))  # the stage sees only what it declares
 
-    return _split_shard(task, stage, decided(), ref, step_input.output_name(ref))
+    return _split_shard(task, stage, decided(), ref, step_input.output_name(ref), key)
 
 
 def prepare_task(task: StepTask, target_dir: str | None, heldout_dir: str | None, models_dir: str) -> dict[str, Any]:
@@ -189,13 +223,18 @@ def summarize_task(task: StepTask, ref: str) -> str:
     target = _summary_name(ref)
     if (Path(task.summary_dir) / target).is_file():
         return target
-    stage = task.instance()
     step_input = task.input()
+    key = task.shard_key(step_input, ref, "summary")
+    if key and reuse_summary(Path(task.summary_dir) / target, key, task.other_summaries):
+        return target
+    stage = task.instance()
     pieces = []
     for table in step_input.iter_shard_batches(ref, stage.reads(step_input.schema), batch_rows=stage.batch_rows):
         pieces.append(stage.summarize(table))
         progress().advance(task.key, table.num_rows)
     write_shard(task.summary_dir, target, pa.concat_tables(pieces))
+    if key:
+        store_summary_key(Path(task.summary_dir) / target, key)
     return target
 
 
@@ -208,8 +247,8 @@ def decide_task(task: StepTask) -> dict[str, Any]:
     stage = REGISTRY[task.stage](task.params)
     stage.prepared = dict(task.prepared)
     step_input = task.input()
-    summary = pa.concat_tables([pq.read_table(Path(task.summary_dir) / _summary_name(r))
-                                for r in step_input.shard_names])
+    stage.summaries = SummaryShards([Path(task.summary_dir) / _summary_name(r) for r in step_input.shard_names])
+    summary = stage.summaries.read(getattr(stage, "decide_columns", None))  # the rest: by row (`summaries.take`)
     decision = stage.decide(summary, step_input)
     stage.check_decision(decision)
     info: dict[str, Any] = {"rows": summary.num_rows}

@@ -118,6 +118,11 @@ class DecompressedStream:
         self._delivered += len(out)
         return out
 
+    @property
+    def compressed_read(self) -> int:
+        """Bytes of the file read so far."""
+        return self._compressed
+
     # the file-object protocol Arrow's readers ask of a Python stream
     def readable(self) -> bool:
         return True

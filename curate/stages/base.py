@@ -399,6 +399,14 @@ class GlobalStage(Stage):
     kind = "global"
     keep_summaries: ClassVar[bool] = False
     report_file: ClassVar[str | None] = None  # where a decision's `report` goes in the step's folder
+    # the summary columns `decide` gets (None: all); it may read others by row from `self.summaries`
+    decide_columns: ClassVar[tuple[str, ...] | None] = None
+    summaries: Any = None  # a `curate.summaries.SummaryShards`, set before `decide` in a run
+
+    def decision_bytes_per_row(self) -> int | None:
+        """About how many bytes the decision holds per input row (None: not known); `curate validate` and
+        `curate inspect` warn when a run's rows would need more than the machine has (`curate.memory_estimate`)."""
+        return None
 
     def summary_params(self) -> dict[str, Any]:
         """The parameters that decide the summaries (the rest only decide): by default all of them."""

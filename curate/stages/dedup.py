@@ -13,18 +13,22 @@ part (exact key, signature); `decide` (once) groups; results do not depend on ho
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate.arrays import column_to_matrix, matrix_to_column
 from curate.dedup.exact import exact_keys, first_occurrences, key_matrix
-from curate.dedup.lsh import lsh_clusters
-from curate.dedup.minhash import MinHashParams, has_signature, minhash_signatures, signature_jaccard
+from curate.dedup.lsh import band_keys, key_clusters, lsh_clusters, pair_signature_jaccard
+from curate.dedup.minhash import MinHashParams, has_signature, minhash_signatures
 from curate.dedup.tokens import tokenize
 from curate.stages.base import Decision, GlobalStage, Params, Rows, register
 
 EXACT_KEY = "exact_key"
 SIGNATURE = "minhash"
+BAND_KEYS = "band_keys"
 _REASONS = pa.array([None, "exact_duplicate", "near_duplicate"], pa.string())
 
 
@@ -51,6 +55,17 @@ class Dedup(GlobalStage):
     Params = DedupParams
     needs = ("id", "text")
     adds = ()
+    keep_summaries = True  # signatures are kept: a new threshold or verification re-decides without hashing
+
+    def configure(self) -> None:
+        # the decision holds ids, exact keys and one 64-bit key per band; it reads signatures of candidate rows only
+        p = self.params
+        self.decide_columns = ("id", *([EXACT_KEY] if p.exact else []), *([BAND_KEYS] if p.minhash else []))
+
+    def summary_params(self) -> dict:
+        minhash = self.params.minhash
+        return {"exact": self.params.exact,
+                "minhash": minhash and minhash.model_dump(mode="json", exclude={"threshold", "verify"})}
 
     def summarize(self, table: pa.Table) -> pa.Table:
         p = self.params
@@ -61,6 +76,8 @@ class Dedup(GlobalStage):
         if p.minhash is not None:
             sig = minhash_signatures(tokens, p.minhash)
             columns[SIGNATURE] = matrix_to_column(sig)
+            keys = matrix_to_column(band_keys(sig, p.minhash.bands, p.minhash.rows))
+            columns[BAND_KEYS] = pc.if_else(pa.array(has_signature(sig)), keys, pa.scalar(None, keys.type))
         return pa.table(columns)
 
     def decide(self, summary: pa.Table, rows: Rows) -> Decision:
@@ -76,20 +93,45 @@ class Dedup(GlobalStage):
             dup = first != positions
             kept_row[dup], reason[dup], score[dup] = first[dup], 1, 1.0
         if p.minhash is not None:
-            sig = signature_matrix(summary.column(SIGNATURE), p.minhash.num_perm)
-            live = np.flatnonzero((reason == 0) & has_signature(sig))
-
-            def texts(local: np.ndarray) -> pa.Array:
-                return rows.take(live[local], ["text"]).column("text").combine_chunks()
-
-            cluster = lsh_clusters(sig[live], p.minhash, texts=texts)
+            live, cluster, signatures = self._near(summary, reason == 0, rows)
             near = np.flatnonzero(cluster != np.arange(len(live)))
             members, kept = live[near], live[cluster[near]]
             kept_row[members], reason[members] = kept, 2
-            score[members] = signature_jaccard(sig, members, kept)
+            score[members] = pair_signature_jaccard(signatures, members, kept)
         keep = reason == 0
         return Decision(
             reason=_REASONS.take(pa.array(reason)),
             score=pa.array(score, pa.float64(), mask=keep),
             details={"duplicate_of": ids.take(pa.array(kept_row, pa.int64(), mask=keep))},
         )
+
+    def decision_bytes_per_row(self) -> int:
+        # id (~48 with its offsets), exact key 16, one 64-bit key per band, and the candidate pairs' work arrays
+        p = self.params
+        return 64 + 16 * p.exact + (3 * 8 * p.minhash.bands if p.minhash else 0)
+
+    def _near(self, summary: pa.Table, candidate: np.ndarray, rows: Rows) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Near-duplicate clusters of the `candidate` rows with a signature: (their positions, cluster of each,
+        a source of signatures by position). From band keys, reading signatures by row, when the summary has the
+        keys (a run); from the signatures themselves otherwise (a table in memory)."""
+        p = self.params.minhash
+        keyed = BAND_KEYS in summary.column_names
+        if keyed:
+            column = summary.column(BAND_KEYS)
+            live = np.flatnonzero(candidate & pc.is_valid(column).to_numpy(zero_copy_only=False))
+            store = self.summaries
+
+            def signatures(positions: np.ndarray) -> np.ndarray:
+                table = store.take(positions, [SIGNATURE]) if store is not None else summary.take(positions)
+                return signature_matrix(table.column(SIGNATURE), p.num_perm)
+        else:
+            signatures = signature_matrix(summary.column(SIGNATURE), p.num_perm)
+            live = np.flatnonzero(candidate & has_signature(signatures))
+
+        def texts(local: np.ndarray) -> pa.Array:
+            return rows.take(live[local], ["text"]).column("text").combine_chunks()
+
+        if keyed:
+            keys = column_to_matrix(column, p.bands, np.uint64, fill=0)[live]
+            return live, key_clusters(keys, p, lambda local: signatures(live[local]), texts=texts), signatures
+        return live, lsh_clusters(signatures[live], p, texts=texts), signatures

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from curate.embedding import EMBEDDING, check_embedding_type, embedding_matrix
+from curate.embedding import EMBEDDING, HoldsEmbeddings, check_embedding_type, embedding_matrix
 from curate.errors import CurateError
 from curate.models.finetune import FinetuneConfig
 from curate.models.locate import named_model_identity
@@ -126,7 +126,7 @@ def quality_log_weights(values: pa.Array | pa.ChunkedArray, temperature: float, 
 
 
 @register
-class KMeansDiversity(GlobalStage):
+class KMeansDiversity(HoldsEmbeddings, GlobalStage):
     name = "kmeans_diversity"
     Params = KMeansDiversityParams
     adds = ("cluster",)

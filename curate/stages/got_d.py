@@ -32,7 +32,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from curate.arrays import matrix_to_column
-from curate.embedding import EMBEDDING, embedding_matrix
+from curate.embedding import EMBEDDING, HoldsEmbeddings, embedding_matrix
 from curate.errors import CurateError
 from curate.scaling import ComputeParams, auto_budget_of_rows, needs_compute
 from curate.selection import Budget, budget_to_k, top_k
@@ -85,7 +85,7 @@ def split_pieces(text: str, chars: int) -> list[str]:
 
 
 @register
-class GotD(GlobalStage):
+class GotD(HoldsEmbeddings, GlobalStage):
     name = "got_d"
     Params = GotDParams
     needs = ("id", EMBEDDING)

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from curate.embedding import EMBEDDING, check_embedding_type, embedding_matrix
+from curate.embedding import EMBEDDING, HoldsEmbeddings, check_embedding_type, embedding_matrix
 from curate.kmeans import l2_normalize
 from curate.stages.base import Decision, GlobalStage, Rows, register
 from curate.stages.clustering import KMeansParams
@@ -169,7 +169,7 @@ def _single_threaded_blas() -> AbstractContextManager:
 
 
 @register
-class SemDedup(GlobalStage):
+class SemDedup(HoldsEmbeddings, GlobalStage):
     name = "semdedup"
     Params = SemDedupParams
     needs = ("id", EMBEDDING)

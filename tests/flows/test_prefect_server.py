@@ -148,13 +148,16 @@ def test_schedule_serves_a_cron_deployment_whose_runs_do_the_run(prefect_server,
 
         assert run_now()["state_type"] == "COMPLETED"
         assert Dataset.open(tmp_path / "run" / "stages" / "02-dedup").count() == 60
-        # the pool grows: the next run takes the new file in
+        old = {p.name: p.stat().st_ino for p in (tmp_path / "run" / "stages" / "01-normalize").glob("part-*")}
+        # the pool grows: the next run takes the new file in, and takes over the old file's finished shards
         rows = [json.loads(line) for line in POOL.read_text().splitlines()][:10]
         (tmp_path / "pool" / "b.jsonl").write_text("".join(json.dumps({**r, "id": r["id"] + "-new",
                                                                         "text": r["text"] + " (new)"}) + "\n"
                                                            for r in rows))
         assert run_now()["state_type"] == "COMPLETED"
         assert Dataset.open(tmp_path / "run" / "stages" / "00-ingest").count() == 70
+        now = {p.name: p.stat().st_ino for p in (tmp_path / "run" / "stages" / "01-normalize").glob("part-*")}
+        assert {k: now[k] for k in old} == old and len(now) > len(old)
     finally:
         serve.terminate()  # serving stops before the server (the fixture's), never the other way round
         serve.wait(timeout=60)
