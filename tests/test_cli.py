@@ -36,12 +36,13 @@ def demo_run(tmp_path_factory) -> Path:
 
 
 def test_the_demo_gives_the_outputs_it_gave_before_the_graph(demo_run):
-    """tests/data/recipe_outputs.json: the demo's rows kept and dropped (ids, reasons) and columns per step, as the
-    chain runner wrote them before the plan became a graph."""
+    """tests/data/recipe_outputs.json: the demo's rows kept and dropped (ids, reasons) and columns per step, first
+    written by the chain runner before the plan became a graph, recorded again (scripts/record_recipe_outputs.py)
+    when dedup's default engine became rensa; with `--minhash-engine datatrove` the old record still held."""
     from tests.recipe_digest import digest
 
     recorded = json.loads((Path(__file__).parent / "data" / "recipe_outputs.json").read_text())["demo"]
-    # demo-html-000 (an HTML-injection row for the report test) and the steps after kmeans_diversity came later
+    # demo-html-000 (an HTML-injection row for the report test) joined the pool after the first record
     now = digest(demo_run, ignore=frozenset({"demo-html-000"}))
     assert {k: now[k] for k in recorded} == recorded
 

@@ -29,8 +29,8 @@ RECORDED = json.loads((Path(__file__).parent / "data" / "recipe_outputs.json").r
 
 
 def test_diverse_sft_recipe_runs_and_gives_the_recorded_outputs(tmp_path):
-    """The diverse-SFT recipe end to end, and tests/data/recipe_outputs.json (written by the chain runner before
-    the graph): the same rows kept and dropped (ids and reasons) and the same columns in every step folder."""
+    """The diverse-SFT recipe end to end, and tests/data/recipe_outputs.json (see test_cli's demo test for its
+    history): the same rows kept and dropped (ids and reasons) and the same columns in every step folder."""
     config = load_config(Path(__file__).parents[1] / "configs" / "diverse-sft.yaml", output=str(tmp_path / "run"))
     config.engine.prefect = False
     results = {r.label: r for r in run_pipeline(config)}
