@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import logging
@@ -220,5 +219,7 @@ class AnswerChecker:
             self._stop()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        try:  # noqa: SIM105 (not contextlib: at interpreter exit that module may already be gone)
             self.close()
+        except Exception:
+            pass
