@@ -11,11 +11,12 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -183,6 +184,23 @@ class ShardWriter:
     def __exit__(self, exc_type, *_exc) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def take_positions(starts: np.ndarray, read_shard: Callable[[int], pa.Table], indices: Sequence[int] | np.ndarray,
+                   empty: Callable[[], pa.Table]) -> pa.Table:
+    """Rows at global positions `indices` (in that order) of shards whose first rows are at `starts` (one more
+    entry: the total), reading only the shards that hold them (`read_shard(k)`)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    shard_of = np.searchsorted(starts, indices, side="right") - 1
+    pieces, order = [], []
+    for s in np.unique(shard_of).tolist():
+        picked = np.flatnonzero(shard_of == s)
+        pieces.append(read_shard(s).take(pa.array(indices[picked] - starts[s])))
+        order.append(picked)
+    if not pieces:
+        return empty()
+    result = pa.concat_tables(pieces)
+    return result.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
 
 
 def write_shard(directory: str | Path, name: str, table: pa.Table) -> ShardInfo | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curate.dataset import Dataset, conform, projected, unify_schemas
+from curate.dataset import Dataset, conform, projected, take_positions, unify_schemas
 from curate.errors import DatasetError
 from curate.stages.base import PART
 
@@ -127,17 +127,7 @@ class StepInput:
 
     def take(self, indices: Sequence[int], columns: Sequence[str]) -> pa.Table:
         """Rows at global positions `indices` (in that order), reading only the shards that hold them."""
-        indices = np.asarray(indices, dtype=np.int64)
         refs = self.shard_names
         starts = np.array([*self.shard_offsets().values(), self.count()], dtype=np.int64)
-        shard_of = np.searchsorted(starts, indices, side="right") - 1
-        pieces, order = [], []
-        for s in np.unique(shard_of).tolist():
-            picked = np.flatnonzero(shard_of == s)
-            table = self.read_shard(refs[s], columns)
-            pieces.append(table.take(pa.array(indices[picked] - starts[s])))
-            order.append(picked)
-        if not pieces:
-            return self._projected(columns).empty_table()
-        result = pa.concat_tables(pieces)
-        return result.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+        return take_positions(starts, lambda s: self.read_shard(refs[s], columns), indices,
+                              lambda: self._projected(columns).empty_table())

@@ -197,9 +197,9 @@ class Runner:
         folders = [p for p in (step.out_dir, step.rejected_dir) if p is not None]
         pending = step.out_dir / "_pending.json"
         same = pending.is_file() and pending.read_text().strip() == step.fingerprint
-        if not same:
-            if self._reusable(step):
-                set_aside(self.run_dir.root, folders)
+        if not same and self._reusable(step):
+            set_aside(self.run_dir.root, folders)  # moves a finished version aside, removes an unfinished one
+        elif not same:
             for path in folders:
                 shutil.rmtree(path, ignore_errors=True)
         for path in folders:

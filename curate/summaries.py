@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.dataset import take_positions
+
 
 class SummaryShards:
     """The summaries of a step's input shards, in input order: global row i is row i of their concatenation."""
@@ -26,15 +28,7 @@ class SummaryShards:
 
     def take(self, indices: Sequence[int] | np.ndarray, columns: Sequence[str]) -> pa.Table:
         """Rows at global positions `indices`, in that order, reading one shard at a time."""
-        indices = np.asarray(indices, np.int64)
-        shard = np.searchsorted(self.starts, indices, side="right") - 1
-        pieces, order = [], []
-        for s in np.unique(shard).tolist():
-            inside = np.flatnonzero(shard == s)
-            table = pq.read_table(self.paths[s], columns=list(columns))
-            pieces.append(table.take(pa.array(indices[inside] - self.starts[s])))
-            order.append(inside)
-        if not pieces:
-            return pq.read_table(self.paths[0], columns=list(columns)).slice(0, 0) if self.paths else pa.table({})
-        table = pa.concat_tables(pieces)
-        return table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+        def read(s: int) -> pa.Table:
+            return pq.read_table(self.paths[s], columns=list(columns))
+
+        return take_positions(self.starts, read, indices, lambda: read(0).slice(0, 0) if self.paths else pa.table({}))

@@ -86,11 +86,7 @@ class StepTask:
     def reused(self, name: str, key: str) -> dict[str, Any] | None:
         """The receipt of an identical task of the step's previous version, its shards taken over."""
         receipt = reuse_task(self.previous_out, self.previous_rejected, self.out_dir, self.rejected_dir, name, key)
-        if receipt is not None:
-            path = _receipt_path(self.out_dir, name)
-            path.parent.mkdir(exist_ok=True)
-            atomic_write_text(path, json.dumps(receipt))
-        return receipt
+        return _store_receipt(self.out_dir, name, receipt) if receipt is not None else None
 
 
 def _receipt_path(out_dir: str | Path, task: str) -> Path:
@@ -123,9 +119,13 @@ def _write_receipt(out_dir: str | Path, task: str, kept: list[ShardInfo | None],
         "seconds": round(seconds, 3),
         **extra,
     }
+    crash_point("task_done", f"{Path(out_dir).name}/{task}")
+    return _store_receipt(out_dir, task, receipt)
+
+
+def _store_receipt(out_dir: str | Path, task: str, receipt: dict[str, Any]) -> dict[str, Any]:
     path = _receipt_path(out_dir, task)
     path.parent.mkdir(exist_ok=True)
-    crash_point("task_done", f"{Path(out_dir).name}/{task}")
     atomic_write_text(path, json.dumps(receipt))
     return receipt
 

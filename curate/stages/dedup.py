@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from curate.arrays import column_to_matrix, matrix_to_column
 from curate.dedup.exact import exact_keys, first_occurrences, key_matrix
-from curate.dedup.lsh import band_keys, key_clusters, lsh_clusters, pair_signature_jaccard
+from curate.dedup.lsh import band_keys, key_clusters, pair_signature_jaccard
 from curate.dedup.minhash import MinHashParams, has_signature, minhash_signatures
 from curate.dedup.tokens import tokenize
 from curate.stages.base import Decision, GlobalStage, Params, Rows, register
@@ -111,27 +111,20 @@ class Dedup(GlobalStage):
         return 64 + 16 * p.exact + (3 * 8 * p.minhash.bands if p.minhash else 0)
 
     def _near(self, summary: pa.Table, candidate: np.ndarray, rows: Rows) -> tuple[np.ndarray, np.ndarray, Any]:
-        """Near-duplicate clusters of the `candidate` rows with a signature: (their positions, cluster of each,
-        a source of signatures by position). From band keys, reading signatures by row, when the summary has the
-        keys (a run); from the signatures themselves otherwise (a table in memory)."""
+        """Near-duplicate clusters of the `candidate` rows with a signature, from their band keys: (their positions,
+        the cluster of each, a source of signatures by position). Signatures are read by row: from the stored
+        summaries in a run, from the summary itself for a table in memory."""
         p = self.params.minhash
-        keyed = BAND_KEYS in summary.column_names
-        if keyed:
-            column = summary.column(BAND_KEYS)
-            live = np.flatnonzero(candidate & pc.is_valid(column).to_numpy(zero_copy_only=False))
-            store = self.summaries
+        column = summary.column(BAND_KEYS)
+        live = np.flatnonzero(candidate & pc.is_valid(column).to_numpy(zero_copy_only=False))
+        store = self.summaries
 
-            def signatures(positions: np.ndarray) -> np.ndarray:
-                table = store.take(positions, [SIGNATURE]) if store is not None else summary.take(positions)
-                return signature_matrix(table.column(SIGNATURE), p.num_perm)
-        else:
-            signatures = signature_matrix(summary.column(SIGNATURE), p.num_perm)
-            live = np.flatnonzero(candidate & has_signature(signatures))
+        def signatures(positions: np.ndarray) -> np.ndarray:
+            table = store.take(positions, [SIGNATURE]) if store is not None else summary.take(positions)
+            return signature_matrix(table.column(SIGNATURE), p.num_perm)
 
         def texts(local: np.ndarray) -> pa.Array:
             return rows.take(live[local], ["text"]).column("text").combine_chunks()
 
-        if keyed:
-            keys = column_to_matrix(column, p.bands, np.uint64, fill=0)[live]
-            return live, key_clusters(keys, p, lambda local: signatures(live[local]), texts=texts), signatures
-        return live, lsh_clusters(signatures[live], p, texts=texts), signatures
+        keys = column_to_matrix(column, p.bands, np.uint64, fill=0)[live]
+        return live, key_clusters(keys, p, lambda local: signatures(live[local]), texts=texts), signatures
