@@ -165,16 +165,27 @@ def demo(
 @app.command()
 def sql(
     run_dir: Path = typer.Argument(..., help="run directory"),
-    query_text: str = typer.Argument(..., metavar="QUERY", help="SQL (DuckDB dialect)"),
+    query_text: str = typer.Argument(None, metavar="[QUERY]", help="SQL (DuckDB dialect); none: an interactive "
+                                     "prompt"),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="output format"),
     max_rows: int = typer.Option(50, "--max-rows", help="rows shown with --format table"),
 ) -> None:
-    """Query a run with SQL: a view per step (by label), <label>_all, final, rejected, target, heldout, steps."""
+    """Query a run with SQL: a view per step (by label), <label>_all, final, rejected, target, heldout, steps.
+    Without a query, a read-only prompt with history, `.views` and `.schema VIEW`."""
     import duckdb
 
     from curate.console import arrow_table, console
     from curate.sql import query
 
+    if query_text is None:
+        from curate.sql_shell import SqlShell
+
+        try:
+            shell = SqlShell(run_dir, lambda thing: console.print(thing, highlight=False), max_rows=max_rows)
+        except CurateError as error:
+            _fail(error)
+        shell.loop()
+        return
     try:
         result = query(run_dir, query_text)
     except CurateError as error:

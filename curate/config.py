@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import importlib
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,7 +26,7 @@ from pydantic import (
     field_validator,
 )
 
-from curate.errors import ConfigError, CurateError
+from curate.errors import ConfigError, CurateError, pydantic_problems
 from curate.graph import INGEST, find_cycle, label_problem
 from curate.stages import REGISTRY
 from curate.stages.base import Params
@@ -151,7 +152,9 @@ class PipelineConfig(_Strict):
         return [t.model_copy(update={"name": t.name or default(i)}) for i, t in enumerate(listed)]
 
     def resolve(self, path: str) -> str:
-        return path if Path(path).is_absolute() else str(Path(self.base_dir) / path)
+        """`path` against the config's folder, normalised (`a/../b` is `b`): the same file gives the same input
+        fingerprint however a config names it (a YAML file elsewhere, a Pipeline built in code)."""
+        return os.path.normpath(path if Path(path).is_absolute() else Path(self.base_dir) / path)
 
     def output_dir(self) -> Path:
         return Path(self.resolve(self.output))
@@ -175,26 +178,21 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
 
 
 def _format_pydantic(error: ValidationError, root: type[BaseModel], prefix: str = "") -> list[str]:
-    problems = []
     errors = error.errors()
     # `target:` is one dataset or a list: the form that was not given only complains that it was not given
     wrong_form = [e for e in errors if root is PipelineConfig and len(e["loc"]) == 2 and e["loc"][0] == "target"
                   and e["type"] in ("list_type", "model_type", "dict_type", "model_attributes_type")]
-    for e in errors:
+    targets = sum(1 for x in errors if x["loc"][:1] == ("target",))
+
+    def location(e: dict[str, Any]) -> list[Any] | None:
         loc = e["loc"]
-        if e in wrong_form and len(wrong_form) < sum(1 for x in errors if x["loc"][:1] == ("target",)):
-            continue
+        if e in wrong_form and len(wrong_form) < targets:
+            return None
         union_tag = loc[:1] in (("heldout",), ("target",)) and len(loc) > 1 and isinstance(loc[1], str) and (
             loc[0] == "heldout" or loc[1] in ("TargetSpec", "list[TargetSpec]"))
-        parts = [p for i, p in enumerate(loc) if not (i == 1 and union_tag)]
-        loc = prefix + ".".join(str(p) for p in parts)
-        if e["type"] == "extra_forbidden":
-            problems.append(f"{loc}: unknown key; allowed: {_allowed_keys(_model_at(root, e['loc']))}")
-        elif e["type"] == "missing":
-            problems.append(f"{loc}: required key is missing")
-        else:
-            problems.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
-    return problems
+        return [p for i, p in enumerate(loc) if not (i == 1 and union_tag)]
+
+    return pydantic_problems(error, prefix, lambda loc: _allowed_keys(_model_at(root, loc)), location)
 
 
 def _validate_stages(raw: list[Any]) -> tuple[list[StageSpec], list[str]]:

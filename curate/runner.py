@@ -104,6 +104,8 @@ class Runner:
         self._remove_stale_outputs()
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         results: list[StepResult] = []
+        run.write_run_json(self._run_json(results, started, finished=False))  # the plan, before any step: a run
+        # stopped early still says which steps it meant to write (`open_run(...).missing`)
         for step in self.plan.samples + self.plan.steps:
             results.append(self.run_step(step))
             run.write_run_json(self._run_json(results, started, finished=False))

@@ -8,7 +8,17 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from tests.cli_runner import curate
+
 DATA = Path(__file__).parent / "data"
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`curate demo`, once per session (about 3 minutes): tests read it and never change its rows."""
+    folder = tmp_path_factory.mktemp("demo")
+    # in-process (the Prefect flow costs a minute here; tests/test_configs.py and tests/flows run flows end to end)
+    result = curate("demo", "--output", str(folder / "run"), "--no-prefect", cwd=folder)
+    assert "Why were rows dropped?" in result.stdout and "curate sql" in result.stdout
+    return folder / "run"
 
 
 def pytest_configure(config: pytest.Config) -> None:

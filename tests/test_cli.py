@@ -1,11 +1,10 @@
-"""The CLI end to end: `curate demo` (in-process), then `curate sql`, `curate inspect` and the other commands."""
+"""The CLI end to end: `curate demo` (in-process, the session's `demo_run` fixture), then `curate sql`, `curate inspect`
+and the other commands."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -13,26 +12,9 @@ from pathlib import Path
 import pytest
 
 from curate.dataset import Dataset
+from tests.cli_runner import curate
 
 BIN = Path(sys.executable).parent
-
-
-def curate(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # ephemeral mode
-    result = subprocess.run([shutil.which("curate", path=str(BIN)) or "curate", *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("demo")
-    # in-process (the Prefect flow costs a minute here; tests/test_configs.py and tests/flows run flows end to end)
-    result = curate("demo", "--output", str(folder / "run"), "--no-prefect", cwd=folder)
-    assert "Why were rows dropped?" in result.stdout and "curate sql" in result.stdout
-    return folder / "run"
 
 
 def test_the_demo_gives_the_outputs_it_gave_before_the_graph(demo_run):

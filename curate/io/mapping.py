@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.hashing import content_ids
+from curate.io.chat_turns import vectorised_turns
 from curate.io.readers import decode_utf8
 from curate.io.sources import InputUnit
 from curate.targets import TARGET_NAME, TARGET_WEIGHT
@@ -139,8 +140,16 @@ def _parse_turns(conversation: object) -> list[tuple[str, str]] | None:
 
 
 def _messages(table: pa.Table, column: str, reasons: _Reasons) -> dict[str, pa.Array]:
-    """Chat turns -> normalised `messages`, `prompt`, `response`, `text` (a loop per row: nested data)."""
+    """Chat turns -> normalised `messages`, `prompt`, `response`, `text`: with Arrow compute for a typed column
+    (`curate.io.chat_turns`), else a loop per row."""
     n = table.num_rows
+    if column in table.column_names and (turns := vectorised_turns(
+            table.column(column), ROLE_ALIASES, ROLE_NAMES, PAIR_SEPARATOR)) is not None:
+        reasons.set(turns.missing, "missing_field:messages")
+        reasons.set(turns.bad, "bad_messages")
+        reasons.set(turns.no_answer, "no_assistant_turn")
+        return {"messages": turns.messages.cast(MESSAGE_TYPE), "prompt": turns.prompt, "response": turns.response,
+                "text": turns.text}
     out: dict[str, list] = {name: [None] * n for name in ("messages", "prompt", "response", "text")}
     missing, bad, no_answer = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
     values = table.column(column).to_pylist() if column in table.column_names else [None] * n

@@ -31,10 +31,10 @@ from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from curate.dataset import conform, rejected_rows, unify_schemas
-from curate.errors import CurateError
+from curate.errors import CurateError, ParamsError, pydantic_problems
 
 Output = Literal["rows", "rows_added", "artifacts"]
 PARENT_ID, REPEAT, PART = "parent_id", "repeat", "part"  # columns of added rows and multi-input steps
@@ -266,7 +266,11 @@ class Stage:
         if isinstance(params, BaseModel):
             self.params = params
         else:
-            self.params = self.Params.model_validate({**(params or {}), **kwargs})
+            try:
+                self.params = self.Params.model_validate({**(params or {}), **kwargs})
+            except ValidationError as error:  # the lines a YAML config gets, after `stages[i].`
+                raise ParamsError(pydantic_problems(error, f"{self.name}.", lambda _loc: ", ".join(
+                    self.Params.model_fields) or "(none)")) from None
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
         if missing:
             raise CurateError(f"stage '{self.name}' needs the package(s) {missing}; install them with pip")
