@@ -4,6 +4,7 @@ and finetune (`cli_train`); budget (`cli_budget`); server and schedule (`cli_ser
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -200,6 +201,21 @@ def sql(
         for row in result.to_pylist():
             writer.writerow(row.values())
     else:
+        _write_json_lines(result)
+
+
+def _write_json_lines(result: Any) -> None:
+    """One JSON object per row on stdout: polars' writer (10x a loop, benchmarks/bench_tables.py); a loop for the
+    types polars cannot take (DuckDB's intervals, unions, ...)."""
+    from curate.export import write_jsonl
+
+    try:
+        buffer = io.BytesIO()
+        write_jsonl(result, buffer)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.buffer.flush()
+    except Exception:  # any conversion error: the plain loop writes every type
         for row in result.to_pylist():
             sys.stdout.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
 
