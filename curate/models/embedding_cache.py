@@ -23,6 +23,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,22 @@ FORMAT = 1  # bump when the stored layout or key definition changes: old namespa
 CHUNK = 900  # keys per SELECT ... IN (...); older SQLite builds allow at most 999 variables
 _SETUP_LOCK = threading.Lock()
 BUSY_TIMEOUT_S = 120.0  # a writer holds the lock for one batch insert (tens of ms); wait long rather than fail
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """`PRAGMA journal_mode = WAL`, retried while another process holds the file (SQLite does not busy-wait
+    for a journal mode change)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
 
 def cache_root() -> Path:
@@ -82,9 +99,10 @@ class EmbeddingCache:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         # One connection of this process sets the file up at a time: switching a new file to WAL fails at once
-        # ("database is locked", no busy wait) while another connection is opening it.
+        # ("database is locked", no busy wait) while another connection is opening it; another process's
+        # connection is waited for by retrying.
         with _SETUP_LOCK:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL survives crashes of the process
             conn.execute("CREATE TABLE IF NOT EXISTS vectors (k BLOB PRIMARY KEY, v BLOB NOT NULL)")
             conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
