@@ -208,13 +208,11 @@ class Run:
     def relation(self, sql: str) -> duckdb.DuckDBPyRelation:
         """A read-only query as a DuckDB relation (`.arrow()`, `.pl()`, `.df()`, `.show()`); the views are those of
         `curate sql`."""
-        from curate.sql import check_read_only, connect
+        from curate.sql import read_only_connection, read_only_sql
 
-        check_read_only(sql)
         if self._connection is None:
-            self._connection = connect(self.path)
-            self._connection.execute("SET lock_configuration = true")
-        return self._connection.sql(sql)
+            self._connection = read_only_connection(self.path)
+        return read_only_sql(self._connection, sql)
 
     def sql(self, sql: str) -> pa.Table:
         """A read-only query over the run's views (as `curate sql`), as an Arrow table."""

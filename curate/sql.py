@@ -119,12 +119,25 @@ def check_read_only(sql: str) -> None:
                               f"{', '.join(sorted(READ_ONLY))}); to write rows elsewhere use `curate export`")
 
 
+def read_only_connection(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
+    """`connect`, with DuckDB's configuration locked: a statement cannot turn settings (or external access) back
+    on. Run statements on it through `read_only_sql`."""
+    con = connect(run_dir)
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def read_only_sql(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyRelation | None:
+    """One checked statement (`check_read_only`) on a `read_only_connection`: its relation (None for PRAGMA)."""
+    check_read_only(sql)
+    return con.sql(sql)
+
+
 def query(run_dir: str | Path, sql: str) -> pa.Table:
     """Run one read-only SQL query over a run directory; the result as an Arrow table."""
-    check_read_only(sql)
-    con = connect(run_dir)
-    con.execute("SET lock_configuration = true")  # a query cannot turn settings (or external access) back on
+    check_read_only(sql)  # before the views are made: a refused statement fails at once
+    con = read_only_connection(run_dir)
     try:
-        return con.sql(sql).to_arrow_table()
+        return read_only_sql(con, sql).to_arrow_table()
     finally:
         con.close()

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from curate.errors import CurateError
-from curate.sql import check_read_only, connect
+from curate.sql import read_only_connection, read_only_sql
 
 PROMPT, MORE = "curate> ", "   ...> "
 HELP = """Statements end with ';' (SELECT, DESCRIBE, SUMMARIZE, EXPLAIN, PRAGMA; the run is read-only).
@@ -37,8 +37,7 @@ class SqlShell:
     """One prompt session over a run directory: `handle(line)` per line typed, `loop()` to read them."""
 
     def __init__(self, run_dir: str | Path, show: Callable[[Any], None], max_rows: int = 50):
-        self.con = connect(run_dir)
-        self.con.execute("SET lock_configuration = true")
+        self.con = read_only_connection(run_dir)
         self.show = show  # prints a rich renderable or a string
         self.max_rows = max_rows
         self.buffer: list[str] = []
@@ -85,8 +84,7 @@ class SqlShell:
         from curate.console import arrow_table
 
         try:
-            check_read_only(statement)
-            result = self.con.sql(statement)
+            result = read_only_sql(self.con, statement)
             if result is not None:
                 self.show(arrow_table(result.to_arrow_table(), max_rows=self.max_rows))
         except CurateError as error:

@@ -37,8 +37,7 @@ def _key(fields: dict[str, pa.DataType], first: str, second: str) -> str | None:
 
 def _per_distinct(values: pa.Array, fn: Callable[[str], str]) -> pa.Array:
     """`fn` applied to each distinct value only (roles: a few distinct strings over millions of turns)."""
-    encoded = pc.dictionary_encode(values).combine_chunks() if isinstance(values, pa.ChunkedArray) else \
-        pc.dictionary_encode(values)
+    encoded = pc.dictionary_encode(values)
     mapped = pa.array([fn(v) for v in encoded.dictionary.to_pylist()], pa.string())
     return mapped.take(encoded.indices)
 
@@ -75,8 +74,8 @@ def vectorised_turns(column: pa.Array, aliases: dict[str, str], names: dict[str,
     roles, contents = roles.filter(pa.array(keep)), contents.filter(pa.array(keep))
     lengths = np.where(ok, lengths, 0)
 
-    role = _per_distinct(roles, lambda r: aliases.get(r.lower(), r.lower())) if len(roles) else roles
-    shown = _per_distinct(role, lambda r: names.get(r, r.title())) if len(role) else role
+    role = _per_distinct(roles, lambda r: aliases.get(r.lower(), r.lower()))
+    shown = _per_distinct(role, lambda r: names.get(r, r.title()))
     lines = pc.binary_join_element_wise(shown, contents, ": ")
     text = pc.binary_join(_lists(lengths, lines, ok), separator)
     structs = pa.StructArray.from_arrays([role, contents], names=["role", "content"])
