@@ -94,6 +94,25 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def widens_to(have: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a Parquet column of type `have` reads as `want` in the readers that take a dataset's files as they
+    are (DuckDB's `union_by_name`, Arrow datasets, polars' scan): a null column, a narrower number of the same
+    kind, a struct with fewer fields, a list of such. Anything else (a number or a struct where the schema has a
+    string, an integer where it has a float) needs `conform`."""
+    if have == want or pa.types.is_null(have):
+        return True
+    if pa.types.is_integer(have) and pa.types.is_integer(want):
+        return pa.types.is_signed_integer(have) == pa.types.is_signed_integer(want) and have.bit_width <= want.bit_width
+    if pa.types.is_floating(have) and pa.types.is_floating(want):
+        return have.bit_width <= want.bit_width
+    if pa.types.is_struct(have) and pa.types.is_struct(want):
+        wanted = {field.name: field.type for field in want}
+        return all(field.name in wanted and widens_to(field.type, wanted[field.name]) for field in have)
+    if pa.types.is_list(have) and pa.types.is_list(want):
+        return widens_to(have.value_type, want.value_type)
+    return False
+
+
 def _schema_to_json(schema: pa.Schema) -> dict[str, Any]:
     return {
         "fields": [{"name": f.name, "type": str(f.type)} for f in schema],
@@ -207,6 +226,27 @@ def write_shard(directory: str | Path, name: str, table: pa.Table) -> ShardInfo 
     with ShardWriter(directory, name) as writer:
         writer.write(table)
         return writer.close()
+
+
+def conform_shards(directory: str | Path, shards: Sequence[ShardInfo]) -> list[ShardInfo]:
+    """Rewrite, conformed to the dataset's schema, the shards with a column that does not `widens_to` it.
+
+    Shards written apart infer their types apart (one input file has `"score": 1`, another `"score": 1.5`, or
+    an object where another has a string). The manifest's schema unifies them; rewriting the few shards that
+    disagree in kind lets SQL, Arrow and polars read the files directly, with the values every stage sees.
+    """
+    directory = Path(directory)
+    schemas = [pq.read_schema(directory / s.file) for s in shards]
+    schema = unify_schemas(schemas)
+    result = []
+    for shard, have in zip(shards, schemas, strict=True):
+        if all(widens_to(field.type, schema.field(field.name).type) for field in have):
+            result.append(shard)
+            continue
+        table = pq.read_table(directory / shard.file)
+        result.append(write_shard(directory, shard.file,
+                                  conform(table, pa.schema([schema.field(name) for name in table.column_names]))))
+    return result
 
 
 class RollingWriter:

@@ -61,12 +61,28 @@ def _records(table: pa.Table, shape: str) -> pa.Table:
     return pa.table({"text": table.column("text")})
 
 
+DOUBLE_DIGITS = 15  # a decimal of at most this many digits survives a float64 and back unchanged
+
+
 def write_jsonl(records: pa.Table, sink: BinaryIO) -> None:
     """One JSON object per row, UTF-8 unescaped, nulls as null: polars' writer, ~10x a `json.dumps` loop
-    (benchmarks/bench_tables.py)."""
+    (benchmarks/bench_tables.py). Decimals (SQL's `1.5`, `sum(...)` of a decimal) are written as JSON numbers, as
+    DuckDB's own JSON writer does, when a double holds them exactly; wider ones stay strings, with no digit lost."""
     import polars as pl
 
+    for i, field in enumerate(records.schema):
+        if pa.types.is_decimal(field.type) and _fits_a_double(records.column(i)):
+            records = records.set_column(i, field.name, pc.cast(records.column(i), pa.float64()))
     pl.from_arrow(records).write_ndjson(sink)
+
+
+def _fits_a_double(column: pa.ChunkedArray) -> bool:
+    """Whether every value has at most DOUBLE_DIGITS digits (the type's precision is often wider than the values:
+    DuckDB types `sum` of a decimal DECIMAL(38, s))."""
+    if column.type.precision <= DOUBLE_DIGITS:
+        return True
+    largest = pc.max(pc.abs(column)).as_py()  # a decimal.Decimal; None when all are null
+    return largest is None or largest.scaleb(column.type.scale) < 10 ** DOUBLE_DIGITS
 
 
 def export_step(run_dir: str | Path, label: str, out_dir: str | Path, fmt: str = "jsonl",

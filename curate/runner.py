@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from curate import __version__
 from curate.artifacts import Artifacts, write_artifacts
 from curate.config import PipelineConfig, resolved_config
-from curate.dataset import MANIFEST, Dataset, ShardInfo, atomic_write_text, write_manifest
+from curate.dataset import MANIFEST, Dataset, ShardInfo, atomic_write_text, conform_shards, write_manifest
 from curate.errors import CurateError
 from curate.executors import Executor, ThreadExecutor
 from curate.hashing import canonical_json, fingerprint
@@ -348,6 +348,9 @@ class Runner:
             schema = None if kept else INGEST_COLUMNS
         else:
             schema = None if kept else StepInput.open(self.plan.input_dirs(step), step.parents).schema
+        # shards written apart can disagree in kind on a column's type: the few that do are rewritten (idempotent,
+        # so a finalize killed half-way redoes it)
+        kept, rejected = conform_shards(step.out_dir, kept), conform_shards(step.rejected_dir, rejected)
         rows_out, rows_rejected = sum(s.rows for s in kept), sum(s.rows for s in rejected)
         if rows_in != rows_kept + rows_rejected or rows_out != rows_kept + rows_added:
             raise CurateError(f"{step.label}: {rows_in} rows read, {rows_kept} kept + {rows_rejected} rejected, "

@@ -5,9 +5,19 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from curate.dataset import MANIFEST, Dataset, ShardWriter, conform, unify_schemas
+from curate.dataset import (
+    MANIFEST,
+    Dataset,
+    ShardWriter,
+    conform,
+    conform_shards,
+    unify_schemas,
+    widens_to,
+    write_shard,
+)
 from curate.errors import DatasetError
 from curate.hashing import file_sha256
 
@@ -63,3 +73,28 @@ def test_take_reads_rows_by_global_position(tmp_path):
     table = pa.table({"id": [str(i) for i in range(30)], "v": list(range(30))})
     ds = Dataset.write(tmp_path / "d", table, shard_rows=7)
     assert ds.take([29, 0, 8, 7, 15], ["v"]).column("v").to_pylist() == [29, 0, 8, 7, 15]
+
+
+def test_widens_to_accepts_only_what_readers_cast_themselves():
+    struct = pa.struct([("a", pa.int64()), ("b", pa.string())])
+    assert widens_to(pa.null(), pa.string()) and widens_to(pa.int32(), pa.int64())
+    assert widens_to(pa.float32(), pa.float64()) and widens_to(pa.struct([("b", pa.string())]), struct)
+    assert widens_to(pa.list_(pa.int32()), pa.list_(pa.int64()))
+    assert not widens_to(pa.int64(), pa.float64())  # polars' scan refuses it
+    assert not widens_to(pa.int64(), pa.string()) and not widens_to(struct, pa.string())
+    assert not widens_to(pa.int64(), pa.int32()) and not widens_to(pa.uint32(), pa.int64())
+    assert not widens_to(pa.struct([("c", pa.int64())]), struct)
+
+
+def test_conform_shards_rewrites_only_the_shards_that_disagree_in_kind(tmp_path):
+    first = write_shard(tmp_path, "part-0.parquet", pa.table({"n": [1, 2], "x": ["s", "t"], "m": [{"a": 1}, None]}))
+    second = write_shard(tmp_path, "part-1.parquet", pa.table({"n": [1.5], "x": pa.array([None], pa.null())}))
+    third = write_shard(tmp_path, "part-2.parquet", pa.table({"n": [2.5], "x": [7]}))
+    shards = conform_shards(tmp_path, [first, second, third])
+    assert shards[1] == second  # float and null columns already widen: left as written
+    assert shards[0].sha256 != first.sha256 and shards[2].sha256 != third.sha256
+    assert [s.sha256 for s in shards] == [file_sha256(str(tmp_path / s.file)) for s in shards]
+    assert pq.read_schema(tmp_path / "part-0.parquet").types == [pa.float64(), pa.string(),
+                                                                pa.struct([("a", pa.int64())])]
+    assert pq.read_table(tmp_path / "part-2.parquet").to_pylist() == [{"n": 2.5, "x": "7"}]
+    assert conform_shards(tmp_path, shards) == shards  # once conformed, nothing left to do

@@ -180,3 +180,32 @@ def test_a_killed_run_opens_with_its_finished_steps(tmp_path):
     views = {name for (name,) in run.relation("SELECT table_name FROM information_schema.tables").fetchall()}
     assert "normalize" in views and "heuristics" not in views
     assert "unfinished" in run._repr_html_() and "heuristics, dedup" in run._repr_html_()
+
+
+def test_input_files_whose_types_disagree_read_alike_in_every_reader(tmp_path):
+    """Two JSONL files infer a column apart: `score` an integer in one and a float in the other, `meta` an object
+    in one and a string in the other. polars' scan, Arrow, `datasets` and SQL read the same values, the ones a
+    stage sees (the dataset's schema: a float, and the object as JSON text)."""
+    with open(tmp_path / "a.jsonl", "w") as f:
+        for i in range(20):
+            f.write(json.dumps({"text": f"first file row {i} says hello", "score": i, "meta": {"k": i}}) + "\n")
+    with open(tmp_path / "b.jsonl", "w") as f:
+        for i in range(20):
+            f.write(json.dumps({"text": f"second file row {i} says bye", "score": i + 0.5, "meta": "plain"}) + "\n")
+    (tmp_path / "c.yaml").write_text("name: kinds\noutput: run\ninputs: [{path: '*.jsonl'}]\n"
+                                     "engine: {prefect: false}\nstages: [{normalize: {}}]\n")
+    curate("run", "c.yaml", cwd=tmp_path)
+    run = open_run(tmp_path / "run")
+    for label in ("ingest", "normalize"):
+        data = run[label]
+        assert data.schema.field("score").type == pa.float64() and data.schema.field("meta").type == pa.string()
+        expected = by_id(data.to_table().to_pylist())  # curate's own reader, conformed to the schema
+        assert len(expected) == 40 and {"score": 3.0, "meta": '{"k": 3}'}.items() <= next(
+            r for r in expected if r["text"].startswith("first file row 3 ")).items()
+        assert by_id(data.to_polars().collect().to_dicts()) == expected
+        assert by_id(data.to_arrow().to_table().to_pylist()) == expected
+        assert by_id(data.to_hf().to_list()) == expected
+        assert by_id(run.sql(f"SELECT * FROM {label}").to_pylist()) == expected
+        listed = curate("sql", "run", f"SELECT id, score, meta FROM {label}", "--format", "json", cwd=tmp_path)
+        assert by_id([json.loads(line) for line in listed.stdout.splitlines()]) == [
+            {k: r[k] for k in ("id", "score", "meta")} for r in expected]
