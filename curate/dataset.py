@@ -25,6 +25,7 @@ from curate import __version__
 from curate.errors import DatasetError
 from curate.faults import crash_point
 from curate.hashing import file_sha256
+from curate.schemas import conform, unify_schemas, widens_to
 
 MANIFEST = "_manifest.json"
 SHARD_GLOB = "part-*.parquet"
@@ -44,73 +45,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-# ---------------------------------------------------------------- schemas
-
-
-def unify_schemas(schemas: Sequence[pa.Schema]) -> pa.Schema:
-    """One schema for shards whose inferred types differ (JSON blocks infer types separately).
-
-    Types that Arrow can promote (int -> double, null -> anything) are promoted; columns whose
-    types conflict (a string in one shard, a number in another) become strings.
-    """
-    order: dict[str, list[pa.DataType]] = {}
-    for schema in schemas:
-        for field in schema:
-            order.setdefault(field.name, []).append(field.type)
-    fields = []
-    for name, types in order.items():
-        try:
-            merged = pa.unify_schemas([pa.schema([(name, t)]) for t in types], promote_options="permissive")
-            fields.append(merged.field(name))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            fields.append(pa.field(name, pa.string()))
-    return pa.schema(fields)
-
-
-def _cast_column(column: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.ChunkedArray | pa.Array:
-    if column.type == target:
-        return column
-    try:
-        return pc.cast(column, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        if not pa.types.is_string(target):
-            raise
-        # Nested values have no Arrow cast to string: keep them readable as JSON.
-        values = [None if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
-                  for v in column.to_pylist()]
-        return pa.array(values, type=target)
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Reorder, cast and null-fill `table` so it has exactly `schema`'s columns (those present in it)."""
-    if table.schema == schema:
-        return table
-    columns = []
-    for field in schema:
-        if field.name in table.column_names:
-            columns.append(_cast_column(table.column(field.name), field.type))
-        else:
-            columns.append(pa.nulls(table.num_rows, field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def widens_to(have: pa.DataType, want: pa.DataType) -> bool:
-    """Whether a Parquet column of type `have` reads as `want` in the readers that take a dataset's files as they
-    are (DuckDB's `union_by_name`, Arrow datasets, polars' scan): a null column, a narrower number of the same
-    kind, a struct with fewer fields, a list of such. Anything else (a number or a struct where the schema has a
-    string, an integer where it has a float) needs `conform`."""
-    if have == want or pa.types.is_null(have):
-        return True
-    if pa.types.is_integer(have) and pa.types.is_integer(want):
-        return pa.types.is_signed_integer(have) == pa.types.is_signed_integer(want) and have.bit_width <= want.bit_width
-    if pa.types.is_floating(have) and pa.types.is_floating(want):
-        return have.bit_width <= want.bit_width
-    if pa.types.is_struct(have) and pa.types.is_struct(want):
-        wanted = {field.name: field.type for field in want}
-        return all(field.name in wanted and widens_to(field.type, wanted[field.name]) for field in have)
-    if pa.types.is_list(have) and pa.types.is_list(want):
-        return widens_to(have.value_type, want.value_type)
-    return False
+# ---------------------------------------------------------------- schemas in manifests
 
 
 def _schema_to_json(schema: pa.Schema) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.dataset import conform
 from curate.models.embedding_cache import cache_root
+from curate.schemas import conform
 
 if TYPE_CHECKING:
     import datasets

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curate.dataset import Dataset, conform, projected, take_positions, unify_schemas
+from curate.dataset import Dataset, projected, take_positions
 from curate.errors import DatasetError
+from curate.schemas import conform, unify_schemas
 from curate.stages.base import PART
 
 

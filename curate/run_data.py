@@ -19,10 +19,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from curate.dataset import Dataset, unify_schemas
+from curate.dataset import Dataset
 from curate.errors import CurateError
 from curate.hashing import fingerprint
 from curate.rundir import RunDir
+from curate.schemas import unify_schemas
 from curate.summary import StepSummary, run_steps
 
 if TYPE_CHECKING:

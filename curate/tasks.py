@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.dataset import Dataset, ShardInfo, ShardWriter, atomic_write_text, conform, write_shard
+from curate.dataset import Dataset, ShardInfo, ShardWriter, atomic_write_text, write_shard
 from curate.errors import CurateError
 from curate.faults import crash_point
 from curate.hashing import fingerprint
@@ -30,6 +30,7 @@ from curate.io.ingest import ingest_unit
 from curate.io.sources import InputUnit
 from curate.progress import progress
 from curate.reuse import reuse_summary, reuse_task, store_summary_key
+from curate.schemas import conform
 from curate.stages.base import (
     PARENT_ID,
     POSITION,

@@ -1,4 +1,4 @@
-"""The data contract: shards + manifest, atomic writes, schema unification, random access."""
+"""The data contract: shards + manifest, atomic writes, shards conformed to the schema, random access."""
 
 from __future__ import annotations
 
@@ -8,16 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.dataset import (
-    MANIFEST,
-    Dataset,
-    ShardWriter,
-    conform,
-    conform_shards,
-    unify_schemas,
-    widens_to,
-    write_shard,
-)
+from curate.dataset import MANIFEST, Dataset, ShardWriter, conform_shards, write_shard
 from curate.errors import DatasetError
 from curate.hashing import file_sha256
 
@@ -57,33 +48,10 @@ def test_shard_appears_only_when_closed_and_abort_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000.parquet"]
 
 
-def test_unify_promotes_or_falls_back_to_string():
-    schema = unify_schemas([pa.schema([("n", pa.int64()), ("x", pa.null())]),
-                            pa.schema([("n", pa.float64()), ("x", pa.string()), ("y", pa.int64())]),
-                            pa.schema([("n", pa.string())])])
-    assert schema.field("x").type == pa.string() and schema.field("y").type == pa.int64()
-    assert schema.field("n").type == pa.string()
-    table = conform(pa.table({"n": [1, 2], "z": [{"a": 1}, None]}), pa.schema([("n", pa.string()),
-                                                                             ("z", pa.string()),
-                                                                             ("y", pa.int64())]))
-    assert table.to_pylist() == [{"n": "1", "z": '{"a": 1}', "y": None}, {"n": "2", "z": None, "y": None}]
-
-
 def test_take_reads_rows_by_global_position(tmp_path):
     table = pa.table({"id": [str(i) for i in range(30)], "v": list(range(30))})
     ds = Dataset.write(tmp_path / "d", table, shard_rows=7)
     assert ds.take([29, 0, 8, 7, 15], ["v"]).column("v").to_pylist() == [29, 0, 8, 7, 15]
-
-
-def test_widens_to_accepts_only_what_readers_cast_themselves():
-    struct = pa.struct([("a", pa.int64()), ("b", pa.string())])
-    assert widens_to(pa.null(), pa.string()) and widens_to(pa.int32(), pa.int64())
-    assert widens_to(pa.float32(), pa.float64()) and widens_to(pa.struct([("b", pa.string())]), struct)
-    assert widens_to(pa.list_(pa.int32()), pa.list_(pa.int64()))
-    assert not widens_to(pa.int64(), pa.float64())  # polars' scan refuses it
-    assert not widens_to(pa.int64(), pa.string()) and not widens_to(struct, pa.string())
-    assert not widens_to(pa.int64(), pa.int32()) and not widens_to(pa.uint32(), pa.int64())
-    assert not widens_to(pa.struct([("c", pa.int64())]), struct)
 
 
 def test_conform_shards_rewrites_only_the_shards_that_disagree_in_kind(tmp_path):

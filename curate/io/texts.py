@@ -51,8 +51,8 @@ def read_rows(source: str | Path, limit: int | None = None) -> pa.Table:
     """The first `limit` rows of any input curate reads (or of a curate dataset folder), mapped as ingest maps
     them. Rows that ingest would reject (malformed records, missing fields) are skipped with a warning."""
     from curate.config import InputSpec, PipelineConfig
-    from curate.dataset import conform, unify_schemas
     from curate.io.sources import units_for
+    from curate.schemas import conform, unify_schemas
 
     path = Path(source).expanduser()
     if Dataset.exists(path):

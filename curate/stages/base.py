@@ -33,8 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from curate.dataset import conform, rejected_rows, unify_schemas
+from curate.dataset import rejected_rows
 from curate.errors import CurateError, ParamsError, pydantic_problems
+from curate.schemas import conform, unify_schemas
 
 Output = Literal["rows", "rows_added", "artifacts"]
 PARENT_ID, REPEAT, PART = "parent_id", "repeat", "part"  # columns of added rows and multi-input steps
