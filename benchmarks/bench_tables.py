@@ -7,7 +7,8 @@
    files must parse to the same records.
 2. Chat ingest (`curate.io.mapping._messages`): the loop per conversation (before, still the fallback for untyped
    columns) against Arrow compute (`curate.io.chat_turns`), on chats cut from the Anthropic HH harmless test set
-   (`Human:` / `Assistant:` turns); the outputs must be equal.
+   (`Human:` / `Assistant:` turns), typed and as JSON text (a CSV's chats: `orjson` per row before the loop,
+   Arrow's JSON reader before Arrow compute, `curate.io.json_text`); the outputs must be equal.
 Both run in this process on the same rows; the ratio is before / now.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+import curate.io.json_text as json_text
 import curate.io.mapping as mapping
 from curate.export import _records, write_jsonl
 
@@ -84,20 +86,22 @@ def bench_export(table: pa.Table) -> None:
               f"{table.num_rows / fast:>10,.0f} rows/s: {slow / fast:.1f}x, same records: {same}")
 
 
-def bench_chats(table: pa.Table) -> None:
+def bench_chats(table: pa.Table, label: str) -> None:
     def run(vectorised: bool) -> dict:
-        saved = mapping.vectorised_turns
-        if not vectorised:
+        saved = mapping.vectorised_turns, mapping.parse_json_texts
+        if not vectorised:  # the loop per conversation, after orjson per row for JSON text
             mapping.vectorised_turns = lambda *_: None
+            mapping.parse_json_texts = lambda texts: json_text._parse_rows(
+                texts.combine_chunks().cast(pa.large_string()))
         try:
             return mapping._messages(table, "messages", mapping._Reasons(table.num_rows))
         finally:
-            mapping.vectorised_turns = saved
+            mapping.vectorised_turns, mapping.parse_json_texts = saved
 
     slow, fast = best_of(lambda: run(False)), best_of(lambda: run(True))
     before, now = run(False), run(True)
     same = all(before[k].equals(now[k]) for k in before)
-    print(f"chat ingest ({table.num_rows:,} chats): loop {table.num_rows / slow:>10,.0f} rows/s, Arrow "
+    print(f"chat ingest ({table.num_rows:,} chats, {label}): loop {table.num_rows / slow:>10,.0f} rows/s, Arrow "
           f"{table.num_rows / fast:>10,.0f} rows/s: {slow / fast:.1f}x, same output: {same}")
 
 
@@ -107,7 +111,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
     bench_export(pool_rows(args.data, args.rows))
-    bench_chats(hh_chats(args.data, args.rows))
+    chats = hh_chats(args.data, args.rows)
+    bench_chats(chats, "typed")
+    # as a CSV holds them: JSON text, parsed per row before either mapping
+    texts = pa.array([json.dumps(c, ensure_ascii=False) for c in chats.column("messages").to_pylist()])
+    bench_chats(pa.table({"messages": texts}), "JSON text")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 
 from curate.hashing import content_ids
 from curate.io.chat_turns import vectorised_turns
-from curate.io.readers import decode_utf8
+from curate.io.json_text import parse_json_texts
+from curate.io.readers import TypedFields, decode_utf8
 from curate.io.sources import InputUnit
 from curate.targets import TARGET_NAME, TARGET_WEIGHT
 
@@ -41,10 +42,10 @@ def resolve_fields(columns: list[str], explicit: dict[str, str]) -> dict[str, st
     return mapping
 
 
-def typed_sources(explicit: dict[str, str]) -> dict[str, tuple[str, type]]:
+def typed_sources(explicit: dict[str, str]) -> TypedFields:
     """Source column -> (contract name, Python type it must hold), for readers that see raw records."""
     sources = {}
-    for name, kind in [*((n, str) for n in TEXT_FIELDS), ("messages", list)]:
+    for name, kind in [*((n, str) for n in TEXT_FIELDS), ("messages", (list, str))]:  # str: JSON text
         column = explicit.get(name, name)
         if name in explicit or column not in explicit.values():
             sources[column] = (name, kind)
@@ -131,8 +132,10 @@ def _parse_turns(conversation: object) -> list[tuple[str, str]] | None:
     for message in conversation:
         if not isinstance(message, dict):
             return None
-        role = message.get("role", message.get("from"))
-        content = message.get("content", message.get("value"))
+        role = message.get("role")
+        role = message.get("from") if role is None else role
+        content = message.get("content")
+        content = message.get("value") if content is None else content
         if not isinstance(role, str) or not isinstance(content, str):
             return None
         turns.append((ROLE_ALIASES.get(role.lower(), role.lower()), content))
@@ -141,10 +144,14 @@ def _parse_turns(conversation: object) -> list[tuple[str, str]] | None:
 
 def _messages(table: pa.Table, column: str, reasons: _Reasons) -> dict[str, pa.Array]:
     """Chat turns -> normalised `messages`, `prompt`, `response`, `text`: with Arrow compute for a typed column
-    (`curate.io.chat_turns`), else a loop per row."""
+    (`curate.io.chat_turns`), else a loop per row. Conversations stored as JSON text are parsed first."""
     n = table.num_rows
-    if column in table.column_names and (turns := vectorised_turns(
-            table.column(column), ROLE_ALIASES, ROLE_NAMES, PAIR_SEPARATOR)) is not None:
+    chats: pa.Array | pa.ChunkedArray | list = table.column(column) if column in table.column_names else [None] * n
+    if isinstance(chats, pa.ChunkedArray) and (pa.types.is_string(chats.type) or pa.types.is_large_string(chats.type)):
+        chats, not_json = parse_json_texts(chats)
+        reasons.set(not_json, "bad_messages")
+    if not isinstance(chats, list) and (turns := vectorised_turns(
+            chats, ROLE_ALIASES, ROLE_NAMES, PAIR_SEPARATOR)) is not None:
         reasons.set(turns.missing, "missing_field:messages")
         reasons.set(turns.bad, "bad_messages")
         reasons.set(turns.no_answer, "no_assistant_turn")
@@ -152,7 +159,7 @@ def _messages(table: pa.Table, column: str, reasons: _Reasons) -> dict[str, pa.A
                 "text": turns.text}
     out: dict[str, list] = {name: [None] * n for name in ("messages", "prompt", "response", "text")}
     missing, bad, no_answer = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
-    values = table.column(column).to_pylist() if column in table.column_names else [None] * n
+    values = chats if isinstance(chats, list) else chats.to_pylist()
     for i, conversation in enumerate(values):
         if conversation is None:
             missing[i] = True

@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 from curate.io.decompress import DecompressedStream
 from curate.io.sources import InputUnit
 
+# source column -> (contract field, the Python type(s) its raw value must have)
+TypedFields = dict[str, tuple[str, type | tuple[type, ...]]]
 BLOCK_BYTES = 8 << 20
 log = logging.getLogger("curate")
 
@@ -95,14 +97,14 @@ def _line_layout(block: bytes) -> tuple[np.ndarray, np.ndarray]:
     return starts, (counts[ends] - counts[starts]) > 0
 
 
-def wrong_type(record: dict, typed: dict[str, tuple[str, type]]) -> str | None:
+def wrong_type(record: dict, typed: TypedFields) -> str | None:
     """The contract name of the first mapped field whose value has the wrong type, if any."""
     return next((name for column, (name, kind) in typed.items()
                  if record.get(column) is not None and not isinstance(record[column], kind)), None)
 
 
 def _slow_jsonl(lines: list[bytes], numbers: np.ndarray, rows: np.ndarray,
-                typed: dict[str, tuple[str, type]]) -> tuple[pa.Table, np.ndarray, np.ndarray, list[BadRecord]]:
+                typed: TypedFields) -> tuple[pa.Table, np.ndarray, np.ndarray, list[BadRecord]]:
     records, keep_rows, keep_lines, bad = [], [], [], []
     for raw, line_no, row in zip(lines, numbers.tolist(), rows.tolist(), strict=True):
         try:
@@ -129,7 +131,7 @@ def _slow_jsonl(lines: list[bytes], numbers: np.ndarray, rows: np.ndarray,
             np.array(keep_lines, np.int64), bad)
 
 
-def _jsonl_block(block: bytes, first_line: int, first_row: int, typed: dict[str, tuple[str, type]]) -> Chunk:
+def _jsonl_block(block: bytes, first_line: int, first_row: int, typed: TypedFields) -> Chunk:
     starts, solid = _line_layout(block)
     numbers = first_line + np.flatnonzero(solid)
     rows = first_row + np.arange(int(solid.sum()), dtype=np.int64)
@@ -164,7 +166,7 @@ def damage_record(unit: InputUnit, stream: Any, row: int, line: int | None) -> l
     return [BadRecord(damage.reason, row, line, damage.describe(unit.path))]
 
 
-def read_jsonl(unit: InputUnit, typed: dict[str, tuple[str, type]], data: bytes | None = None) -> Iterator[Chunk]:
+def read_jsonl(unit: InputUnit, typed: TypedFields, data: bytes | None = None) -> Iterator[Chunk]:
     stream = open_bytes(unit) if data is None else io.BytesIO(data)
     carry, line_no, row_no = b"", 1, 0
     while True:
@@ -192,7 +194,7 @@ def read_jsonl(unit: InputUnit, typed: dict[str, tuple[str, type]], data: bytes 
 # ---------------------------------------------------------------- other formats
 
 
-def read_json(unit: InputUnit, typed: dict[str, tuple[str, type]], batch_rows: int) -> Iterator[Chunk]:
+def read_json(unit: InputUnit, typed: TypedFields, batch_rows: int) -> Iterator[Chunk]:
     """A `.json` file: a JSON array of objects, or (when it does not start with '[') JSON Lines."""
     stream = open_bytes(unit)
     data = stream.read()
@@ -329,7 +331,7 @@ def _unreadable_after(unit: InputUnit, chunks: Callable[[], Iterator[Chunk]]) ->
         yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=[BadRecord("unreadable_file", row, None, message)])
 
 
-def read_unit(unit: InputUnit, typed: dict[str, tuple[str, type]], batch_rows: int = 65_536) -> Iterator[Chunk]:
+def read_unit(unit: InputUnit, typed: TypedFields, batch_rows: int = 65_536) -> Iterator[Chunk]:
     """All chunks of one input file. `typed`: source column -> (field, type) checked on raw records."""
     if unit.format == "jsonl":
         return read_jsonl(unit, typed)

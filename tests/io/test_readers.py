@@ -175,7 +175,23 @@ def test_chat_messages_rendered_with_documented_template(tmp_path):
     assert (table[0]["prompt"], table[0]["response"]) == ("Hi?", "Hello.")
     assert table[1]["prompt"] == "System: Be brief.\n\nUser: 2+2?" and table[1]["response"] == "4"
     assert table[1]["messages"][1] == {"role": "user", "content": "2+2?"}
-    assert sorted(rejected.to_table().column("reason").to_pylist()) == ["no_assistant_turn", "wrong_type:messages"]
+    assert sorted(rejected.to_table().column("reason").to_pylist()) == ["bad_messages", "no_assistant_turn"]
+
+
+def test_chats_stored_as_json_text_are_parsed(tmp_path):
+    """A CSV holds a chat only as JSON text (some Parquet sets store them so too): parsed, they map as typed chats;
+    a text that is not JSON is a bad conversation, and the other rows go on."""
+    chats = [[{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}],
+             [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]]
+    pcsv.write_csv(pa.table({"messages": [json.dumps(chats[0]), "User: not JSON", json.dumps(chats[1])]}),
+                   tmp_path / "chats.csv")
+    write_jsonl(tmp_path / "texts.jsonl", [{"messages": json.dumps(chats[0])}, {"messages": chats[1]}])
+    kept, rejected = ingest(tmp_path, [{"path": str(tmp_path / "chats.csv")}, {"path": str(tmp_path / "texts.jsonl")}])
+    rows = kept.to_table().to_pylist()
+    assert [(r["prompt"], r["response"]) for r in rows] == [("Hi?", "Hello."), ("2+2?", "4")] * 2
+    assert rows[0]["text"] == "User: Hi?\n\nAssistant: Hello."
+    assert rows[1]["messages"] == [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    assert rejected.to_table().column("reason").to_pylist() == ["bad_messages"]
 
 
 def test_globs_lists_folders_and_many_shards(tmp_path):
