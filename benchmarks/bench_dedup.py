@@ -41,7 +41,8 @@ from peers import datatrove_whitespace_tokenizer, quiet_datatrove
 
 from curate.dedup.evaluate import inject_near_duplicates, pair_jaccard, similar_pairs
 from curate.dedup.exact import exact_keys, first_occurrences, key_matrix
-from curate.stages.base import TableRows, apply_decision
+from curate.stages.base import TableRows
+from curate.stages.decision import apply_decision
 from curate.stages.dedup import Dedup
 
 DATASETS = ["gsm8k", "math", "svamp", "mmlu_redux", "truthfulqa", "gpteacher_codegen", "gpteacher_roleplay",

@@ -17,7 +17,7 @@ import pyarrow as pa
 from curate.dataset import Dataset, projected, take_positions
 from curate.errors import DatasetError
 from curate.schemas import conform, unify_schemas
-from curate.stages.base import PART
+from curate.stages.decision import PART
 
 
 class StepInput:

@@ -39,7 +39,8 @@ from curate.progress import progress
 from curate.reuse import drop_previous, previous_dir, set_aside, write_record
 from curate.rundir import TABLES, RunDir
 from curate.stages import REGISTRY
-from curate.stages.base import PARENT_ID, Stage
+from curate.stages.base import Stage
+from curate.stages.decision import PARENT_ID
 from curate.tasks import (
     RECEIPTS,
     WORK,

@@ -31,17 +31,8 @@ from curate.io.sources import InputUnit
 from curate.progress import progress
 from curate.reuse import reuse_summary, reuse_task, store_summary_key
 from curate.schemas import conform
-from curate.stages.base import (
-    PARENT_ID,
-    POSITION,
-    REGISTRY,
-    REPEAT,
-    Decision,
-    Stage,
-    StageContext,
-    apply_decision,
-    ready_stage,
-)
+from curate.stages.base import REGISTRY, Stage, StageContext, ready_stage
+from curate.stages.decision import PARENT_ID, POSITION, REPEAT, Decision, apply_decision
 from curate.summaries import SummaryShards
 
 RECEIPTS = "_tasks"

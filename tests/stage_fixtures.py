@@ -7,16 +7,8 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.stages.base import (
-    REGISTRY,
-    Decision,
-    GlobalStage,
-    MapStage,
-    Params,
-    Resources,
-    StageContext,
-    register,
-)
+from curate.stages.base import REGISTRY, GlobalStage, MapStage, Params, Resources, StageContext, register
+from curate.stages.decision import Decision
 
 
 class SlowTagParams(Params):

@@ -1,22 +1,13 @@
 """Stages by name. Importing this package registers every built-in stage; each stage's class is here too, for
 pipelines built in code (`Dedup(minhash={"threshold": 0.9})`)."""
 
-from curate.stages.base import (
-    REGISTRY,
-    Decision,
-    GlobalStage,
-    MapStage,
-    Params,
-    Resources,
-    Stage,
-    apply_decision,
-    register,
-)
+from curate.stages.base import REGISTRY, GlobalStage, MapStage, Params, Resources, Stage, register
 
 # Built-in stages register themselves on import.
 from curate.stages.clear import Clear
 from curate.stages.color_filter import ColorFilter
 from curate.stages.dart import Dart
+from curate.stages.decision import Decision, apply_decision
 from curate.stages.dedup import Dedup
 from curate.stages.diversity import KMeansDiversity
 from curate.stages.dsir import Dsir

@@ -41,7 +41,8 @@ from curate.clear import (
     rouge_l,
 )
 from curate.generation import GeneratorRef, ResponseStore, Sampling, generate_stored, open_generator
-from curate.stages.base import Decision, GlobalStage, ModelOrStep, Params, Rows, StageContext, register
+from curate.stages.base import GlobalStage, ModelOrStep, Params, Rows, StageContext, register
+from curate.stages.decision import Decision
 from curate.stages.responses import render_prompts, with_responses
 
 REFLECTIONS = (

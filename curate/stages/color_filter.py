@@ -29,7 +29,8 @@ from curate.models.lm_train import LMTrainConfig
 from curate.models.locate import named_model_identity
 from curate.scaling import ComputeParams, auto_budget_of_rows, needs_compute
 from curate.selection import top_k
-from curate.stages.base import Decision, GlobalStage, Params, Rows, StageContext, register
+from curate.stages.base import GlobalStage, Params, Rows, StageContext, register
+from curate.stages.decision import Decision
 from curate.stages.lm_scoring import (
     ScorerParams,
     needed_columns,

@@ -33,7 +33,8 @@ from pydantic import Field, model_validator
 from curate.dart import TARGET_REACHED, UNSOLVED, QueryState, fail_rates, prop2diff_targets, rejection_sample
 from curate.generation import GeneratorRef, ResponseStore, Sampling, generate_stored, open_generator
 from curate.progress import progress
-from curate.stages.base import PARENT_ID, Decision, MapStage, ModelOrStep, Params, StageContext, register
+from curate.stages.base import MapStage, ModelOrStep, Params, StageContext, register
+from curate.stages.decision import PARENT_ID, Decision
 from curate.stages.responses import reference_answers, render_prompts, with_responses
 
 

@@ -24,7 +24,8 @@ from curate.dedup.exact import exact_keys, first_occurrences, key_matrix
 from curate.dedup.lsh import band_keys, key_clusters, pair_signature_jaccard
 from curate.dedup.minhash import MinHashParams, has_signature, minhash_signatures
 from curate.dedup.tokens import tokenize
-from curate.stages.base import Decision, GlobalStage, Params, Rows, register
+from curate.stages.base import GlobalStage, Params, Rows, register
+from curate.stages.decision import Decision
 
 EXACT_KEY = "exact_key"
 SIGNATURE = "minhash"

@@ -53,8 +53,9 @@ from curate.selection import (
     quotas_from_weights,
     segmented_top_k,
 )
-from curate.stages.base import Decision, GlobalStage, Rows, StageContext, register
+from curate.stages.base import GlobalStage, Rows, StageContext, register
 from curate.stages.clustering import KMeansParams
+from curate.stages.decision import Decision
 
 log = logging.getLogger("curate")
 

@@ -33,7 +33,8 @@ from curate.ngram_features import HashName, bucket_counts, hashed_ngrams
 from curate.scaling import ComputeParams, auto_budget, needs_compute
 from curate.selection import Budget, budget_to_k, gumbel_noise
 from curate.selection import top_k as top_k_positions
-from curate.stages.base import Decision, GlobalStage, Params, Rows, StageContext, register
+from curate.stages.base import GlobalStage, Params, Rows, StageContext, register
+from curate.stages.decision import Decision
 from curate.targets import target_groups
 
 log = logging.getLogger("curate")

@@ -42,7 +42,8 @@ from pydantic import Field, model_validator
 from curate.arrays import matrix_to_column
 from curate.embedding import EMBEDDING
 from curate.errors import CurateError
-from curate.stages.base import Decision, MapStage, Params, Resources, register
+from curate.stages.base import MapStage, Params, Resources, register
+from curate.stages.decision import Decision
 
 
 class EmbedParams(Params):

@@ -36,7 +36,8 @@ from curate.embedding import EMBEDDING, HoldsEmbeddings, embedding_matrix
 from curate.errors import CurateError
 from curate.scaling import ComputeParams, auto_budget_of_rows, needs_compute
 from curate.selection import Budget, budget_to_k, top_k
-from curate.stages.base import Decision, GlobalStage, Params, Resources, Rows, StageContext, register
+from curate.stages.base import GlobalStage, Params, Resources, Rows, StageContext, register
+from curate.stages.decision import Decision
 from curate.stages.embed import EmbedParams
 from curate.targets import target_groups, target_row_weights
 

@@ -69,7 +69,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from curate.stages.base import Decision, MapStage, Params, register
+from curate.stages.base import MapStage, Params, register
+from curate.stages.decision import Decision
 from curate.stages.repetition import (
     PARAGRAPH_BREAK,
     Pieces,

@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curate.errors import CurateError
-from curate.stages.base import Decision, MapStage, Params, Resources, register
+from curate.stages.base import MapStage, Params, Resources, register
+from curate.stages.decision import Decision
 
 
 class LanguageParams(Params):

@@ -36,7 +36,8 @@ from pydantic import Field, model_validator
 
 from curate.errors import CurateError
 from curate.hashing import hash_strings_u64
-from curate.stages.base import PARENT_ID, PART, Decision, GlobalStage, Params, Rows, register
+from curate.stages.base import GlobalStage, Params, Rows, register
+from curate.stages.decision import PARENT_ID, PART, Decision
 from curate.token_count import WORDS, TokenCounter
 
 log = logging.getLogger("curate")

@@ -17,7 +17,8 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.stages.base import Decision, MapStage, Params, register
+from curate.stages.base import MapStage, Params, register
+from curate.stages.decision import Decision
 
 # (pattern, replacement) pairs for RE2 (pc.replace_substring_regex), applied in order.
 _WHITESPACE = [

@@ -38,8 +38,9 @@ from threadpoolctl import threadpool_limits
 
 from curate.embedding import EMBEDDING, HoldsEmbeddings, check_embedding_type, embedding_matrix
 from curate.kmeans import l2_normalize
-from curate.stages.base import Decision, GlobalStage, Rows, register
+from curate.stages.base import GlobalStage, Rows, register
 from curate.stages.clustering import KMeansParams
+from curate.stages.decision import Decision
 
 log = logging.getLogger("curate")
 

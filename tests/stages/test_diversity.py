@@ -15,7 +15,8 @@ from curate.dataset import Dataset
 from curate.embedding import embedding_matrix
 from curate.errors import CurateError
 from curate.runner import run_pipeline
-from curate.stages.base import REGISTRY, Decision, MapStage, Params, register
+from curate.stages.base import REGISTRY, MapStage, Params, register
+from curate.stages.decision import Decision
 from curate.stages.diversity import KMeansDiversity, KMeansDiversityParams
 
 BLOBS = (1000, 500, 200, 100, 50, 50, 50, 50)

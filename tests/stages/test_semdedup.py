@@ -14,7 +14,8 @@ from curate.config import parse_config
 from curate.dataset import Dataset
 from curate.kmeans import kmeans
 from curate.runner import run_pipeline
-from curate.stages.base import REGISTRY, Decision, MapStage, Params, register
+from curate.stages.base import REGISTRY, MapStage, Params, register
+from curate.stages.decision import Decision
 from curate.stages.semdedup import SemDedup, SemDedupParams, earlier_duplicates, within_cluster_order
 
 
