@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -32,6 +31,7 @@ from curate.dataset import MANIFEST, Dataset, ShardInfo, atomic_write_text, conf
 from curate.errors import CurateError
 from curate.executors import Executor, ThreadExecutor
 from curate.hashing import canonical_json, fingerprint
+from curate.heldout import exclude_heldout, split_heldout
 from curate.inputs import StepInput
 from curate.io.ingest import make_ids_unique
 from curate.plan import Plan, Step, plan_run
@@ -155,10 +155,10 @@ class Runner:
             self.executor.map(ingest_task, [(task, u, step.params["shard_rows"]) for u in step.units],
                               [f"{step.label}[{Path(u.path).name}]" for u in step.units])
         elif step.kind == "split":
-            self._split_heldout(step, time.perf_counter())
+            split_heldout(self.run_dir, step, time.perf_counter())
             return self._result(step, "ran", self._stats(step))
         elif step.kind == "exclude":
-            self._exclude_heldout(step, time.perf_counter())
+            exclude_heldout(self.run_dir, step, time.perf_counter())
             return self._result(step, "ran", self._stats(step))
         else:
             step_input = task.input()
@@ -290,51 +290,6 @@ class Runner:
         log.info("%s: built %s in %.1fs", step.label, step.out_dir, stats["seconds"])
         return self._result(step, "ran", stats, metrics)
 
-    def _split_heldout(self, step: Step, start: float) -> None:
-        """Hold out a seeded share of the ingested target: `heldout/` gets it, `target/` the rest."""
-        source = Dataset.open(self.run_dir.target_all)
-        table = source.to_table()
-        n = table.num_rows
-        k = int(np.floor(step.params["split_from_target"] * n))
-        held = np.zeros(n, dtype=bool)
-        held[np.random.default_rng(step.params["seed"]).permutation(n)[:k]] = True
-        common = {"fingerprint": step.fingerprint, "parents": [source.fingerprint], "config": dict(step.params)}
-        parts = {}
-        for name, mask, folder in (("target", ~held, self.run_dir.target), ("heldout", held, step.out_dir)):
-            part = table.filter(pa.array(mask))
-            parts[name] = part.column("id").to_pylist()
-            _write_sample(folder, part, name, n, start, **common)
-        split = {"split_from_target": step.params["split_from_target"], "seed": step.params["seed"],
-                 "target_ids": parts["target"], "heldout_ids": parts["heldout"]}
-        atomic_write_text(self.run_dir.heldout_split, json.dumps(split, indent=1))
-        log.info("heldout: %d of %d target rows held out (seed %d)", k, n, step.params["seed"])
-
-    def _exclude_heldout(self, step: Step, start: float) -> None:
-        """`target/` = the ingested target without the rows that repeat a held-out row (the same `text`, or the
-        same `prompt`): a selection must never have seen what the evaluation measures on."""
-        from curate.text import hash_strings
-
-        source, held = Dataset.open(self.run_dir.target_all), Dataset.open(self.run_dir.heldout)
-        table = source.to_table()
-        overlap = np.zeros(table.num_rows, bool)
-        for column in ("text", "prompt"):
-            if column in table.column_names and column in held.schema.names:
-                values = held.to_table(columns=[column]).column(column).combine_chunks()
-                seen = hash_strings(values.filter(pc.is_valid(values)))
-                mine = table.column(column).combine_chunks()
-                present = pc.is_valid(mine).to_numpy(zero_copy_only=False)
-                keys = hash_strings(pc.fill_null(mine, ""))
-                overlap |= present & np.isin(keys, seen)
-        kept = table.filter(pa.array(~overlap))
-        dropped = table.filter(pa.array(overlap)).column("id").to_pylist()
-        _write_sample(step.out_dir, kept, "target", table.num_rows, start,
-                      {"in_heldout": len(dropped)} if dropped else {}, fingerprint=step.fingerprint,
-                      parents=[source.fingerprint, held.fingerprint], config={})
-        atomic_write_text(self.run_dir.heldout_overlap, json.dumps({"target_ids_in_heldout": dropped}, indent=1))
-        if dropped:
-            log.warning("target: %d of %d rows repeat a held-out row; they are left out of the target (ids in %s)",
-                        len(dropped), table.num_rows, self.run_dir.heldout_overlap.name)
-
     def _finalize(self, step: Step, seconds: float) -> dict[str, Any]:
         receipts = read_receipts(step.out_dir)
         kept = [ShardInfo(**s) for r in receipts for s in r["kept"]]
@@ -458,18 +413,6 @@ def write_report_tables(folder: Path, tables: dict[str, list[dict[str, Any]]]) -
     for name, records in tables.items():
         (folder / TABLES).mkdir(exist_ok=True)
         pq.write_table(pa.Table.from_pylist(records), folder / TABLES / f"{name}.parquet")
-
-
-def _write_sample(folder: Path, rows: pa.Table, name: str, rows_in: int, start: float,
-                  reasons: dict[str, int] | None = None, **manifest: Any) -> None:
-    """A run-level sample (target or heldout) written whole, with the counts of a step that kept `rows` of
-    `rows_in` (the rows it left out counted by reason)."""
-    reasons = reasons or {}
-    stats = {"rows_in": rows_in, "rows_out": rows.num_rows, "rows_kept": rows.num_rows,
-             "rows_rejected": sum(reasons.values()), "rows_added": 0,
-             "seconds": round(time.perf_counter() - start, 3), "reasons": reasons}
-    shutil.rmtree(folder, ignore_errors=True)
-    Dataset.write(folder, rows, stage=name, stats=stats, **manifest)
 
 
 def run_pipeline(config: PipelineConfig, executor: Executor | None = None) -> list[StepResult]:
