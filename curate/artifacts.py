@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from curate import __version__
-from curate.dataset import MANIFEST, atomic_write_text
+from curate.dataset import atomic_write_text
 from curate.errors import DatasetError
 from curate.hashing import file_sha256
 
 KIND = "artifacts"
+ARTIFACT_MANIFEST = "_manifest.json"  # inside the folder: an artifact folder is not a Parquet dataset
 
 
 def _listed(folder: Path) -> list[Path]:
@@ -35,7 +36,7 @@ def write_artifacts(folder: str | Path, *, fingerprint: str, parents: list[str],
     manifest = {"kind": KIND, "version": __version__, "stage": stage, "fingerprint": fingerprint,
                 "parents": parents, "config": config, "files": files, "metrics": metrics, "stats": stats,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, default=str))
+    atomic_write_text(folder / ARTIFACT_MANIFEST, json.dumps(manifest, indent=1, default=str))
     return Artifacts(folder, manifest)
 
 
@@ -48,7 +49,7 @@ class Artifacts:
 
     @staticmethod
     def exists(path: str | Path) -> bool:
-        manifest = Path(path) / MANIFEST
+        manifest = Path(path) / ARTIFACT_MANIFEST
         if not manifest.is_file():
             return False
         return json.loads(manifest.read_text(encoding="utf-8")).get("kind") == KIND
@@ -58,7 +59,7 @@ class Artifacts:
         path = Path(path)
         if not cls.exists(path):
             raise DatasetError(f"{str(path)!r} is not a finished artifact folder (no artifact _manifest.json)")
-        return cls(path, json.loads((path / MANIFEST).read_text(encoding="utf-8")))
+        return cls(path, json.loads((path / ARTIFACT_MANIFEST).read_text(encoding="utf-8")))
 
     @property
     def fingerprint(self) -> str:

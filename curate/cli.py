@@ -30,7 +30,11 @@ class Format(str, Enum):
 
 DEMO_QUERIES = [
     ("Why were rows dropped?",
-     "SELECT stage, reason, count(*) AS rows FROM rejected GROUP BY ALL ORDER BY rows DESC"),
+     "SELECT stage, split_part(reason, ':', 1) AS reason, count(*) AS rows FROM rejected GROUP BY ALL "
+     "ORDER BY rows DESC"),
+    ("Which rows repeat held-out rows, and where?",
+     "SELECT id, item AS heldout_row, action, left(ngram, 40) AS ngram FROM decontaminate_matches "
+     "QUALIFY row_number() OVER (PARTITION BY id ORDER BY start) = 1 ORDER BY id LIMIT 5"),
     ("Which rows were near duplicates, and of what?",
      "SELECT r.id, r.duplicate_of, round(r.score, 2) AS est_jaccard, left(r.text, 50) AS text "
      "FROM rejected r WHERE r.reason = 'near_duplicate' LIMIT 5"),
@@ -50,6 +54,20 @@ def _quiet_prefect(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+class _NotCurateErrors(logging.Filter):
+    """Drops Prefect's log records of a failed run whose cause is a CurateError: the CLI says the error in one line
+    (`-v` shows Prefect's records, traceback included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, CurateError) and "CurateError" not in record.getMessage()
+
+
+def _hide_curate_errors_in_prefect_logs() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
+        logging.getLogger(name).addFilter(_NotCurateErrors())
 
 
 def _run(config_path: Path, output: Path | None, workers: int | None, no_prefect: bool, verbose: bool,
@@ -72,6 +90,8 @@ def _run(config_path: Path, output: Path | None, workers: int | None, no_prefect
             else:
                 from curate.flows.pipeline import run_flow
 
+                if not verbose:
+                    _hide_curate_errors_in_prefect_logs()
                 run_flow(str(config_path), output=out, workers=workers)
     except CurateError as error:
         _fail(error)
@@ -283,7 +303,7 @@ def export(
     fmt: ExportFormat = typer.Option(ExportFormat.jsonl, "--format", "-f", help="jsonl, parquet or hf (a datasets "
                                      "save_to_disk folder)"),
     shape: RecordShape = typer.Option(RecordShape.auto, "--as", help="records: messages, prompt-completion (TRL's "
-                                      "names), text; auto: messages, else prompt-completion, else text"),
+                                      "names), text; auto: each row by its kind (one file per kind)"),
 ) -> None:
     """Write a step's rows as files trainers read as they are."""
     from curate.console import console

@@ -136,6 +136,8 @@ class PipelineConfig(_Strict):
     engine: EngineSpec = Field(default_factory=EngineSpec)
     stages: list[Any] = Field(default_factory=list)
     plugins: list[str] = Field(default_factory=list)  # modules to import first: they register custom stages
+    # a step that drops more than this share of its rows for reasons besides its selection budget is warned about
+    warn_drop_share: float = Field(0.3, ge=0, le=1)
     base_dir: str = "."  # folder that relative paths are resolved against (set by `load_config`)
     _specs: list[StageSpec] = PrivateAttr(default_factory=list)
 
@@ -319,6 +321,9 @@ def _stage_needs(where: str, stage: Any, config: PipelineConfig) -> list[str]:
             model_source(name, f"{where}.{key}")
         except CurateError as error:
             problems.append(f"{error}; give a folder or a hub id")
+    for key, path in stage.files().items():
+        if not glob.glob(path) and not Path(path).exists():
+            problems.append(f"{where}.{key}: no file or folder matches {path!r} (looked in {Path(path).absolute()})")
     return problems
 
 

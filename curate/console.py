@@ -190,5 +190,16 @@ def evaluation_table(results: dict[str, Any], title: str = "closed-loop evaluati
     verdict = ("the selection beats random" if paired.get("excludes_zero") and paired["mean"] < 0 else
                "random beats the selection" if paired.get("excludes_zero") else
                "no difference from random at 95%")
-    return Group(table, Text(f"{seeds} seeds; loss: mean NLL per supervised held-out token; {verdict}"),
-                 Text(line))
+    lines = [Text(f"{seeds} seeds; loss: mean NLL per supervised held-out token; {verdict}"), Text(line)]
+    if (leak := leak_line(results.get("leak"))) is not None:
+        lines.append(Text(leak, style="yellow"))
+    return Group(table, *lines)
+
+
+def leak_line(leak: dict[str, Any] | None) -> str | None:
+    """One line on the training rows that repeat held-out rows (`curate.leaks`), or None when there were none."""
+    if not leak or not leak.get("rows"):
+        return None
+    where = ", ".join(f"{label}: {entry['rows']}" for label, entry in leak["by_input"].items() if entry["rows"])
+    done = {"exclude": "left out of every arm", "warn": "trained on (leak: warn)"}.get(leak["action"], leak["action"])
+    return f"leak check: {leak['rows']} training row(s) repeat held-out rows ({where}); {done}"

@@ -1,7 +1,11 @@
-"""The data contract: a directory of Parquet shards plus `_manifest.json`.
+"""The data contract: a directory of Parquet shards, and beside it `<directory>.meta/manifest.json`.
 
 A directory without a manifest is incomplete and never read as a finished result. Shards are written
 under a temporary name and renamed; the manifest is written last (README: "The run directory and the data contract").
+The dataset's directory holds its shards and nothing else, so every Parquet reader (pyarrow, polars, pandas,
+`datasets`, DuckDB) reads exactly its rows; the manifest and a step's side files (its decision's report, tables,
+work files) live in the `.meta` folder beside it. Runs written before kept `_manifest.json` among the shards:
+they are read as they are (`manifest_path`, `side_path`).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,10 +30,41 @@ from curate import __version__
 from curate.errors import DatasetError
 from curate.faults import crash_point
 from curate.hashing import file_sha256
-from curate.schemas import conform, unify_schemas, widens_to
+from curate.schemas import conform, unify_schemas
 
-MANIFEST = "_manifest.json"
+META = ".meta"  # `<dataset folder>.meta/`: the manifest and side files, where Parquet readers do not look
+MANIFEST = "manifest.json"
+LEGACY_MANIFEST = "_manifest.json"  # inside the dataset folder, in runs written before the `.meta` folder
 SHARD_GLOB = "part-*.parquet"
+
+
+def meta_dir(folder: str | Path) -> Path:
+    """The folder beside a dataset folder that holds its manifest and side files."""
+    folder = Path(folder)
+    if not folder.name:  # "." or "/": name it by its absolute path
+        folder = folder.absolute()
+    return folder.with_name(folder.name + META)
+
+
+def side_path(folder: str | Path, name: str) -> Path:
+    """A dataset folder's side file `name` (its decision's report, `tables/`): in its `.meta` folder, or among the
+    shards where an older run left it."""
+    path = meta_dir(folder) / name
+    legacy = Path(folder) / name
+    return legacy if not path.exists() and legacy.exists() else path
+
+
+def manifest_path(folder: str | Path) -> Path:
+    """Where the dataset's manifest is (`.meta/manifest.json`, or an older run's `_manifest.json`)."""
+    path = meta_dir(folder) / MANIFEST
+    legacy = Path(folder) / LEGACY_MANIFEST
+    return legacy if not path.is_file() and legacy.is_file() else path
+
+
+def remove_dataset(folder: str | Path) -> None:
+    """Remove a dataset folder that curate wrote, with its `.meta` folder."""
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(meta_dir(folder), ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -164,23 +200,23 @@ def write_shard(directory: str | Path, name: str, table: pa.Table) -> ShardInfo 
 
 
 def conform_shards(directory: str | Path, shards: Sequence[ShardInfo]) -> list[ShardInfo]:
-    """Rewrite, conformed to the dataset's schema, the shards with a column that does not `widens_to` it.
+    """Rewrite, conformed to the dataset's schema, the shards whose schema is not exactly it.
 
     Shards written apart infer their types apart (one input file has `"score": 1`, another `"score": 1.5`, or
-    an object where another has a string). The manifest's schema unifies them; rewriting the few shards that
-    disagree in kind lets SQL, Arrow and polars read the files directly, with the values every stage sees.
+    an object where another has a string) and may lack columns (two inputs with different fields). The manifest's
+    schema unifies them; rewriting the shards that differ (missing columns as nulls, one column order) lets every
+    Parquet reader given the folder (polars, `datasets`, pyarrow, DuckDB) read the files with the values every
+    stage sees.
     """
     directory = Path(directory)
     schemas = [pq.read_schema(directory / s.file) for s in shards]
     schema = unify_schemas(schemas)
     result = []
     for shard, have in zip(shards, schemas, strict=True):
-        if all(widens_to(field.type, schema.field(field.name).type) for field in have):
+        if have.remove_metadata().equals(schema.remove_metadata()):
             result.append(shard)
             continue
-        table = pq.read_table(directory / shard.file)
-        result.append(write_shard(directory, shard.file,
-                                  conform(table, pa.schema([schema.field(name) for name in table.column_names]))))
+        result.append(write_shard(directory, shard.file, conform(pq.read_table(directory / shard.file), schema)))
     return result
 
 
@@ -219,6 +255,13 @@ class RollingWriter:
         return self.shards
 
 
+def _empty_shard(directory: Path, schema: pa.Schema) -> None:
+    name = "part-00000.parquet"
+    tmp = directory / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    pq.write_table(schema.empty_table(), tmp, compression="zstd")
+    os.replace(tmp, directory / name)
+
+
 def write_manifest(
     path: str | Path,
     shards: Sequence[ShardInfo],
@@ -236,6 +279,8 @@ def write_manifest(
     if schema is None:
         schemas = [pq.read_schema(path / s.file) for s in shards]
         schema = unify_schemas(schemas) if schemas else pa.schema([])
+    if not shards:  # an empty file with the schema, for Parquet readers given the folder (not listed: no rows)
+        _empty_shard(path, schema)
     manifest = {
         "version": __version__,
         "stage": stage,
@@ -248,7 +293,9 @@ def write_manifest(
         "stats": stats or {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_text(path / MANIFEST, json.dumps(manifest, indent=1))
+    target = meta_dir(path) / MANIFEST
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, json.dumps(manifest, indent=1))
     return Dataset(path, manifest)
 
 
@@ -266,18 +313,18 @@ class Dataset:
     @classmethod
     def open(cls, path: str | Path) -> Dataset:
         path = Path(path)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            state = "does not exist" if not path.exists() else "is incomplete (no _manifest.json)"
+        found = manifest_path(path)
+        if not found.is_file():
+            state = "does not exist" if not path.exists() else f"is incomplete (no {found})"
             raise DatasetError(f"dataset {path} {state}")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = json.loads(found.read_text(encoding="utf-8"))
         if manifest.get("kind") == "artifacts":
             raise DatasetError(f"{path} holds a step's artifacts (a model, metrics), not rows")
         return cls(path, manifest)
 
     @staticmethod
     def exists(path: str | Path) -> bool:
-        return (Path(path) / MANIFEST).is_file()
+        return manifest_path(path).is_file()
 
     @classmethod
     def write(cls, path: str | Path, data: pa.Table | Iterable[pa.Table], *, shard_rows: int = 100_000,

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from curate.dataset import Dataset, atomic_write_text
+from curate.dataset import Dataset, atomic_write_text, remove_dataset
+from curate.eval_sets import heldout_keys, repeats_heldout
 from curate.plan import Step
 from curate.rundir import RunDir
-from curate.text import hash_strings
 
 log = logging.getLogger("curate")
 
@@ -46,15 +44,7 @@ def exclude_heldout(run_dir: RunDir, step: Step, start: float) -> None:
     same `prompt`): a selection must never have seen what the evaluation measures on."""
     source, held = Dataset.open(run_dir.target_all), Dataset.open(run_dir.heldout)
     table = source.to_table()
-    overlap = np.zeros(table.num_rows, bool)
-    for column in ("text", "prompt"):
-        if column in table.column_names and column in held.schema.names:
-            values = held.to_table(columns=[column]).column(column).combine_chunks()
-            seen = hash_strings(values.filter(pc.is_valid(values)))
-            mine = table.column(column).combine_chunks()
-            present = pc.is_valid(mine).to_numpy(zero_copy_only=False)
-            keys = hash_strings(pc.fill_null(mine, ""))
-            overlap |= present & np.isin(keys, seen)
+    overlap = repeats_heldout(table, heldout_keys(held))
     kept = table.filter(pa.array(~overlap))
     dropped = table.filter(pa.array(overlap)).column("id").to_pylist()
     _write_sample(step.out_dir, kept, "target", table.num_rows, start,
@@ -74,5 +64,5 @@ def _write_sample(folder: Path, rows: pa.Table, name: str, rows_in: int, start: 
     stats = {"rows_in": rows_in, "rows_out": rows.num_rows, "rows_kept": rows.num_rows,
              "rows_rejected": sum(reasons.values()), "rows_added": 0,
              "seconds": round(time.perf_counter() - start, 3), "reasons": reasons}
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_dataset(folder)
     Dataset.write(folder, rows, stage=name, stats=stats, **manifest)

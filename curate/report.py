@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from curate import __version__, plots
+from curate.console import leak_line
+from curate.dataset import side_path
 from curate.stages import REGISTRY
 from curate.summary import StepSummary, evaluations, graph_lines, summarize_run
 
@@ -41,6 +43,7 @@ td.text, th.text { text-align: left; }
 figure.plot { margin: 0.8em 0; } figure.plot svg { max-width: 100%; height: auto; }
 pre.graph { background: #f6f6f6; padding: 0.8em; }
 .muted { color: #777; } .win { color: #1a7f37; font-weight: 600; } .lose { color: #b42318; font-weight: 600; }
+.warn { color: #9a6700; font-weight: 600; }
 """
 
 
@@ -121,7 +124,7 @@ def _clusters(con: Any, steps: list[StepSummary]) -> str:
         figure = plots.cluster_bars(sizes, kept)
         out.append(_figure(figure, f"{s.label}: {len(sizes)} clusters, {int(kept.sum()):,} of {int(sizes.sum()):,} "
                                    "rows kept"))
-        rounds = s.rows / "rounds.json" if s.rows else None
+        rounds = side_path(s.rows, "rounds.json") if s.rows else None
         if rounds is not None and rounds.is_file():
             later = json.loads(rounds.read_text())["rounds"][1:]
             if later:
@@ -164,7 +167,7 @@ def _embedding_map(con: Any, steps: list[StepSummary]) -> str:
 def _mixtures(steps: list[StepSummary]) -> str:
     out = []
     for s in steps:
-        report = s.rows / "mixture.json" if s.stage == "mixture" and s.rows else None
+        report = side_path(s.rows, "mixture.json") if s.stage == "mixture" and s.rows else None
         if report is None or not report.is_file():
             continue
         mix = json.loads(report.read_text())
@@ -201,9 +204,10 @@ def _evaluations(steps: list[StepSummary]) -> str:
         efficiency = results.get("data_efficiency")
         efficiency = f"{efficiency:.2f}x" if isinstance(efficiency, float) else str(efficiency)
         seeds = len(results["arms"]["selection"]["seeds"])
+        leak = leak_line(results.get("leak"))
         out.append(f"<h3>{esc(label)}</h3><p class=\"{'win' if win else 'lose'}\">{esc(verdict)}: held-out loss "
                    f"{paired['mean']:+.3f} against random ({seeds} seeds, paired 95% interval); data efficiency "
-                   f"{esc(efficiency)}</p>"
+                   f"{esc(efficiency)}</p>" + (f"<p class=\"warn\">{esc(leak)}</p>" if leak else "")
                    + _table(["arm", "rows", "tokens", "held-out loss", "accuracy", "- random (95% CI)"], rows)
                    + _figure(plots.loss_curves(results), f"{label}: held-out loss against training tokens"))
     return "<h2>Closed-loop evaluation</h2>" + "".join(out) if out else ""
@@ -263,6 +267,15 @@ def _metadata(run_dir: Path, steps: list[StepSummary]) -> str:
     return "<h2>Run</h2>" + _table(["", ""], lines, text_columns=(0, 1)) + fingerprints
 
 
+def _warnings(run: Path) -> str:
+    """The run's warnings (steps that dropped much besides their budget), first on the page."""
+    meta = run / "run.json"
+    warnings = json.loads(meta.read_text()).get("warnings", []) if meta.is_file() else []
+    if not warnings:
+        return ""
+    return "<h2>Warnings</h2>" + "".join(f"<p class=\"warn\">{esc(w['message'])}</p>" for w in warnings)
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Write `report.html` into the run directory; returns its path."""
     from curate.sql import connect
@@ -279,7 +292,7 @@ def build_report(run_dir: str | Path) -> Path:
     name = json.loads(meta.read_text()).get("name", run.name) if meta.is_file() else run.name
     page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>curate report: {esc(name)}</title>"
             f"<style>{STYLE}</style></head><body><h1>curate run {esc(name)}</h1>"
-            f"<p class=\"muted\">run folder {esc(run.resolve().name)}</p>"
+            f"<p class=\"muted\">run folder {esc(run.resolve().name)}</p>" + _warnings(run)
             + "".join(sections) + "</body></html>")
     out = run / REPORT_FILE
     out.write_text(page, encoding="utf-8")

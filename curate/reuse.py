@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from curate.dataset import MANIFEST, atomic_write_text
+from curate.dataset import atomic_write_text, manifest_path, meta_dir, remove_dataset, side_path
 
 PREVIOUS = "_previous"
 RECORD = "_reuse.json"  # a finished step's task receipts (with their keys), kept for its next version
@@ -39,34 +39,36 @@ def previous_dir(run_root: Path, folder: Path) -> Path:
 def set_aside(run_root: Path, folders: list[Path]) -> None:
     """Move a step's finished folders aside for reuse; an unfinished one is dropped (the older finished one, if any,
     stays where it is)."""
-    finished = all((f / MANIFEST).is_file() for f in folders) and (folders[0] / RECORD).is_file()
+    finished = all(manifest_path(f).is_file() for f in folders) and side_path(folders[0], RECORD).is_file()
     for folder in folders:
         if finished:
             target = previous_dir(run_root, folder)
-            shutil.rmtree(target, ignore_errors=True)
+            remove_dataset(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             folder.rename(target)
+            if meta_dir(folder).is_dir():
+                meta_dir(folder).rename(meta_dir(target))
         else:
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_dataset(folder)
 
 
 def drop_previous(run_root: Path, folders: list[Path]) -> None:
     for folder in folders:
         previous = previous_dir(run_root, folder)
-        shutil.rmtree(previous, ignore_errors=True)
+        remove_dataset(previous)
         for empty in (previous.parent, previous.parent.parent):  # _previous/stages, then _previous
             with contextlib.suppress(OSError):
                 empty.rmdir()
 
 
 def write_record(out_dir: Path, receipts: list[dict[str, Any]]) -> None:
-    atomic_write_text(out_dir / RECORD, json.dumps({r["task"]: r for r in receipts if r.get("key")}))
+    atomic_write_text(meta_dir(out_dir) / RECORD, json.dumps({r["task"]: r for r in receipts if r.get("key")}))
 
 
 def _finished_tasks(previous_out: str) -> dict[str, dict[str, Any]]:
     """The finished tasks of a set-aside step whose shards are still as their tasks wrote them."""
     try:
-        stat = (Path(previous_out) / RECORD).stat()
+        stat = side_path(previous_out, RECORD).stat()
     except OSError:
         return {}
     return _read_finished(previous_out, stat.st_ino, stat.st_mtime_ns)
@@ -77,8 +79,8 @@ def _read_finished(previous_out: str, _inode: int, _mtime: int) -> dict[str, dic
     """(Read once per version of the record: a step's tasks all ask.)"""
     folder = Path(previous_out)
     try:
-        record = json.loads((folder / RECORD).read_text())
-        manifest = json.loads((folder / MANIFEST).read_text())
+        record = json.loads(side_path(folder, RECORD).read_text())
+        manifest = json.loads(manifest_path(folder).read_text())
     except (OSError, ValueError):
         return {}
     written = {s["file"]: s["sha256"] for s in manifest.get("shards", [])}

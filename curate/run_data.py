@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from curate.dataset import Dataset
+from curate.dataset import Dataset, side_path
 from curate.errors import CurateError
 from curate.hashing import fingerprint
 from curate.rundir import RunDir
@@ -245,7 +245,7 @@ class Run:
     def mixture(self, label: str | None = None) -> StepData:
         """A mixture step's rows, with its account (`mixture.json`: tokens and rows per group) as `.report`."""
         step = self._one("mixture", label)
-        account = step.rows / "mixture.json"
+        account = side_path(step.rows, "mixture.json")
         report = json.loads(account.read_text()) if account.is_file() else None
         return StepData(step.label, [_Part(Dataset.open(step.rows))], "rows", step, report)
 

@@ -25,9 +25,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import __version__
-from curate.artifacts import Artifacts, write_artifacts
+from curate.artifacts import ARTIFACT_MANIFEST, Artifacts, write_artifacts
 from curate.config import PipelineConfig, resolved_config
-from curate.dataset import MANIFEST, Dataset, ShardInfo, atomic_write_text, conform_shards, write_manifest
+from curate.dataset import (
+    MANIFEST,
+    META,
+    Dataset,
+    ShardInfo,
+    atomic_write_text,
+    conform_shards,
+    meta_dir,
+    remove_dataset,
+    write_manifest,
+)
+from curate.drops import drop_warning
 from curate.errors import CurateError
 from curate.executors import Executor, ThreadExecutor
 from curate.hashing import canonical_json, fingerprint
@@ -96,6 +107,7 @@ class Runner:
         self.executor = executor or ThreadExecutor(config.engine.workers, config.engine.retries)
         self.plan: Plan = plan_run(config, self.run_dir)
         self.steps = self.plan.steps
+        self.warnings: list[dict[str, Any]] = []  # steps that dropped much besides their budget (curate.drops)
 
     # ------------------------------------------------------------ running
 
@@ -108,7 +120,9 @@ class Runner:
         run.write_run_json(self._run_json(results, started, finished=False))  # the plan, before any step: a run
         # stopped early still says which steps it meant to write (`open_run(...).missing`)
         for step in self.plan.samples + self.plan.steps:
-            results.append(self.run_step(step))
+            result = self.run_step(step)
+            results.append(result)
+            self._warn_drops(step, result)
             run.write_run_json(self._run_json(results, started, finished=False))
         run.write_run_json(self._run_json(results, started, finished=True))
         return results
@@ -119,7 +133,9 @@ class Runner:
         planned = {s.out_dir.name for s in self.steps if s.output != "artifacts"}  # NN-<label>
         labels = {s.label for s in self.steps}  # scores/, models/ and eval/ hold <label>-<key> or <label>
         run = self.run_dir
-        for folder, owner, kept in [(run.stages, str, planned), (run.rejected, str, planned | {"target", "heldout"}),
+        step_folder = lambda name: name.removesuffix(META)  # noqa: E731  (a step folder, or its .meta folder)
+        for folder, owner, kept in [(run.stages, step_folder, planned),
+                                    (run.rejected, step_folder, planned | {"target", "heldout"}),
                                     (run.scores, _label_of, labels), (run.models, _label_of, labels),
                                     (run.eval, _label_of, labels)]:
             for path in folder.glob("*") if folder.is_dir() else []:
@@ -130,11 +146,21 @@ class Runner:
         stale = ([run.heldout, run.heldout_rejected] if self.plan.heldout is None else []) + (
             [run.target_all] if not staged else [])
         for path in stale:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_dataset(path)
         if self.plan.split is None:
             run.heldout_split.unlink(missing_ok=True)
         if not any(s.kind == "exclude" for s in self.plan.samples):
             run.heldout_overlap.unlink(missing_ok=True)
+
+    def _warn_drops(self, step: Step, result: StepResult) -> None:
+        """A step that dropped more than `warn_drop_share` of its rows besides its budget: named (curate.drops)."""
+        if step.output == "artifacts" or step.kind in ("split", "exclude"):
+            return
+        selection = REGISTRY[step.stage].selection_reasons if step.stage in REGISTRY else ()
+        warning = drop_warning(step.label, result.rows_in, result.reasons, selection, self.config.warn_drop_share)
+        if warning is not None:
+            log.warning("%s", warning["message"])
+            self.warnings.append(warning)
 
     def is_done(self, step: Step) -> bool:
         if step.output == "artifacts":
@@ -175,7 +201,7 @@ class Runner:
 
     def _task(self, step: Step) -> StepTask:
         dirs = () if step.kind in ("ingest", "split", "exclude") else tuple(str(d) for d in self.plan.input_dirs(step))
-        work = step.out_dir / WORK
+        work = bookkeeping_dir(step) / WORK
         models = {m: str(self.plan.step(m).out_dir) for m in step.model_steps}
         task = StepTask(step.label, step.stage, step.params, dirs, step.parents, str(step.out_dir),
                         str(step.rejected_dir or ""), str(work), str(work), {}, models, step.label)
@@ -198,18 +224,22 @@ class Runner:
         """Keep a half-done step's finished tasks only if it was started with the same fingerprint. A finished
         version with another fingerprint is set aside, for tasks that would compute what it holds (curate.reuse)."""
         folders = [p for p in (step.out_dir, step.rejected_dir) if p is not None]
-        pending = step.out_dir / "_pending.json"
+        pending = bookkeeping_dir(step) / "_pending.json"
         same = pending.is_file() and pending.read_text().strip() == step.fingerprint
         if not same and self._reusable(step):
             set_aside(self.run_dir.root, folders)  # moves a finished version aside, removes an unfinished one
         elif not same:
             for path in folders:
-                shutil.rmtree(path, ignore_errors=True)
+                remove_dataset(path)
         for path in folders:
             path.mkdir(parents=True, exist_ok=True)
-            (path / MANIFEST).unlink(missing_ok=True)
-            for partial in path.rglob(".*.tmp-*"):  # what a killed run was writing: never read, now gone
-                partial.unlink(missing_ok=True)
+            if step.output == "artifacts":
+                (path / ARTIFACT_MANIFEST).unlink(missing_ok=True)
+            else:
+                meta_dir(path).mkdir(exist_ok=True)
+                (meta_dir(path) / MANIFEST).unlink(missing_ok=True)
+            for partial in [*path.rglob(".*.tmp-*"), *meta_dir(path).rglob(".*.tmp-*")]:  # what a killed run was
+                partial.unlink(missing_ok=True)  # writing: never read, now gone
         atomic_write_text(pending, step.fingerprint)
 
     def _map(self, fn: Any, step: Step, calls: list[tuple], names: list[str]) -> list[Any]:
@@ -230,7 +260,7 @@ class Runner:
         """Where a global stage's summaries go: kept under scores/ (by what decides them) for scorers."""
         stage = step.instance()
         if not getattr(stage, "keep_summaries", False):
-            return step.out_dir / WORK
+            return bookkeeping_dir(step) / WORK
         parents = [self.plan.step(p).fingerprint for p in step.parents]
         samples = {s: self.plan.sample_fingerprints()[s] for s in step.samples}
         key = fingerprint(parents, step.stage, stage.summary_params(), stage.fingerprint_extra(), samples,
@@ -326,13 +356,14 @@ class Runner:
         parents = [self.plan.step(p).fingerprint for p in step.parents]
         common = {"fingerprint": step.fingerprint, "parents": parents, "stage": step.label,
                   "config": {"stage": step.stage, **step.params}, "stats": stats}
-        report = step.out_dir / WORK / "report.json"
+        meta = meta_dir(step.out_dir)
+        report = meta / WORK / "report.json"
         name = (getattr(REGISTRY[step.stage], "report_file", None) or "decision.json") if step.stage in REGISTRY \
             else None
         if report.is_file() and name:  # before the manifests: a finished step always has its report
-            shutil.copyfile(report, step.out_dir / name)
+            shutil.copyfile(report, meta / name)
             content = json.loads(report.read_text())
-            write_report_tables(step.out_dir, content.get("tables", {}))
+            write_report_tables(meta, content.get("tables", {}))
             if content.get("summary"):  # a short account for the manifest (iterative kMQ's rounds)
                 stats["decision"] = content["summary"]
         if self._reusable(step):  # the task keys, for the step's next version
@@ -343,9 +374,9 @@ class Runner:
             self._check_adds(step, done.schema)
         if self._reusable(step):
             drop_previous(self.run_dir.root, [step.out_dir, step.rejected_dir])
-        for leftover in (step.out_dir / WORK, step.out_dir / "_tasks"):
+        for leftover in (meta / WORK, meta / RECEIPTS):
             shutil.rmtree(leftover, ignore_errors=True)
-        (step.out_dir / "_pending.json").unlink(missing_ok=True)
+        (meta / "_pending.json").unlink(missing_ok=True)
         log.info("%s: %d in, %d kept, %d rejected, %d added in %.1fs", step.label, rows_in, rows_kept,
                  rows_rejected, rows_added, seconds)
         return stats
@@ -400,6 +431,7 @@ class Runner:
                          "duckdb": duckdb.__version__, "pydantic": pydantic.__version__},
             "graph": [s.describe(self.run_dir.root) for s in self.plan.samples + self.plan.steps],
             "steps": [asdict(r) for r in results],
+            "warnings": self.warnings,
         }
 
 
@@ -407,9 +439,15 @@ def _short(ref: str) -> str:
     return ref.removesuffix(".parquet")
 
 
+def bookkeeping_dir(step: Step) -> Path:
+    """Where a step keeps its work files, task receipts and pending marker: a row step in its `.meta` folder (its
+    own folder holds shards only), an artifact step in its own folder."""
+    return step.out_dir if step.output == "artifacts" else meta_dir(step.out_dir)
+
+
 def write_report_tables(folder: Path, tables: dict[str, list[dict[str, Any]]]) -> None:
-    """A decision report's tables (lists of records) as `tables/<name>.parquet`: SQL shows them as
-    `<label>_<name>`."""
+    """A decision report's tables (lists of records) as `tables/<name>.parquet` in a step's `.meta` folder: SQL
+    shows them as `<label>_<name>`."""
     for name, records in tables.items():
         (folder / TABLES).mkdir(exist_ok=True)
         pq.write_table(pa.Table.from_pylist(records), folder / TABLES / f"{name}.parquet")

@@ -1,5 +1,5 @@
-"""Column types across shards: one schema for shards that inferred theirs apart (`unify_schemas`), a table cast to
-it (`conform`), and which types readers of the files widen by themselves (`widens_to`)."""
+"""Column types across shards: one schema for shards that inferred theirs apart (`unify_schemas`), and a table cast
+to it (`conform`)."""
 
 from __future__ import annotations
 
@@ -55,22 +55,3 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         else:
             columns.append(pa.nulls(table.num_rows, field.type))
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def widens_to(have: pa.DataType, want: pa.DataType) -> bool:
-    """Whether a Parquet column of type `have` reads as `want` in the readers that take a dataset's files as they
-    are (DuckDB's `union_by_name`, Arrow datasets, polars' scan): a null column, a narrower number of the same
-    kind, a struct with fewer fields, a list of such. Anything else (a number or a struct where the schema has a
-    string, an integer where it has a float) needs `conform`."""
-    if have == want or pa.types.is_null(have):
-        return True
-    if pa.types.is_integer(have) and pa.types.is_integer(want):
-        return pa.types.is_signed_integer(have) == pa.types.is_signed_integer(want) and have.bit_width <= want.bit_width
-    if pa.types.is_floating(have) and pa.types.is_floating(want):
-        return have.bit_width <= want.bit_width
-    if pa.types.is_struct(have) and pa.types.is_struct(want):
-        wanted = {field.name: field.type for field in want}
-        return all(field.name in wanted and widens_to(field.type, wanted[field.name]) for field in have)
-    if pa.types.is_list(have) and pa.types.is_list(want):
-        return widens_to(have.value_type, want.value_type)
-    return False

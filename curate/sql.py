@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from curate.dataset import Dataset
+from curate.dataset import Dataset, side_path
 from curate.errors import CurateError
 from curate.rundir import TABLES, RunDir
 from curate.summary import StepSummary, run_steps
@@ -86,7 +86,7 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
         if step.artifacts is None:
             rejected = Dataset.open(step.rejected) if step.rejected else None
             _add_all_view(con, f"{step.label}_all", kept, rejected)
-            for table in sorted((step.rows / TABLES).glob("*.parquet")):  # a decision's own tables
+            for table in sorted(side_path(step.rows, TABLES).glob("*.parquet")):  # a decision's own tables
                 con.execute(f"CREATE OR REPLACE VIEW {_quote(step.label + '_' + table.stem)} AS "
                             f"SELECT * FROM {_files_sql([table])}")
     rows_steps = [s for s in graph if s.rows is not None and s.artifacts is None]

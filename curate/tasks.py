@@ -1,9 +1,9 @@
 """The units of work that executors run: plain top-level functions whose arguments pickle.
 
 Every task of a step gets the step's `StepTask` (a small named object) plus the unit it works on (a shard, an
-input file, an output bucket). A task that writes shards finishes by writing a receipt (`_tasks/<name>.json`)
-after its shards are in place; a task whose receipt exists is done, so an interrupted step redoes only the
-missing ones.
+input file, an output bucket). A task that writes shards finishes by writing a receipt (`_tasks/<name>.json` in the
+step folder's `.meta` folder) after its shards are in place; a task whose receipt exists is done, so an interrupted
+step redoes only the missing ones.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.dataset import Dataset, ShardInfo, ShardWriter, atomic_write_text, write_shard
+from curate.dataset import Dataset, ShardInfo, ShardWriter, atomic_write_text, meta_dir, write_shard
 from curate.errors import CurateError
 from curate.faults import crash_point
 from curate.hashing import fingerprint
@@ -32,7 +32,7 @@ from curate.progress import progress
 from curate.reuse import reuse_summary, reuse_task, store_summary_key
 from curate.schemas import conform
 from curate.stages.base import REGISTRY, Stage, StageContext, ready_stage
-from curate.stages.decision import PARENT_ID, POSITION, REPEAT, Decision, apply_decision
+from curate.stages.decision import PARENT_ID, POSITION, REPEAT, Decision, apply_decision, set_column
 from curate.summaries import SummaryShards
 
 RECEIPTS = "_tasks"
@@ -82,7 +82,7 @@ class StepTask:
 
 
 def _receipt_path(out_dir: str | Path, task: str) -> Path:
-    return Path(out_dir) / RECEIPTS / f"{task.replace(':', '_')}.json"
+    return meta_dir(out_dir) / RECEIPTS / f"{task.replace(':', '_')}.json"
 
 
 def read_receipt(out_dir: str | Path, task: str) -> dict[str, Any] | None:
@@ -91,7 +91,7 @@ def read_receipt(out_dir: str | Path, task: str) -> dict[str, Any] | None:
 
 
 def read_receipts(out_dir: str | Path) -> list[dict[str, Any]]:
-    folder = Path(out_dir) / RECEIPTS
+    folder = meta_dir(out_dir) / RECEIPTS
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
@@ -117,7 +117,7 @@ def _write_receipt(out_dir: str | Path, task: str, kept: list[ShardInfo | None],
 
 def _store_receipt(out_dir: str | Path, task: str, receipt: dict[str, Any]) -> dict[str, Any]:
     path = _receipt_path(out_dir, task)
-    path.parent.mkdir(exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(receipt))
     return receipt
 
@@ -252,10 +252,18 @@ def decide_task(task: StepTask) -> dict[str, Any]:
     if decision.report is not None:
         atomic_write_text(Path(task.work_dir) / "report.json", json.dumps(decision.report, indent=1, default=str))
     stored = decision.to_table(summary.num_rows)
+    added = decision.added
     sizes = step_input.shard_rows()
     for ref, offset in step_input.shard_offsets().items():
         rows = sizes[ref]
-        write_shard(task.work_dir, f"decision-{step_input.output_name(ref)}", stored.slice(offset, rows))
+        name = step_input.output_name(ref)
+        write_shard(task.work_dir, f"decision-{name}", stored.slice(offset, rows))
+        if added is not None and added.num_rows:  # new rows go with their parent's shard, at its local position
+            position = added.column(POSITION)
+            mine = pc.and_(pc.greater_equal(position, offset), pc.less(position, offset + rows))
+            local = added.filter(mine)
+            write_shard(task.work_dir, f"added-{name}", set_column(local, POSITION, pc.subtract(
+                local.column(POSITION), offset)))
     crash_point("decide", task.label)
     atomic_write_text(marker, json.dumps(info))
     return info
@@ -290,10 +298,17 @@ def _placed_output_schema(task: StepTask) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(data["arrow"])))
 
 
-def _decided(step_input: StepInput, ref: str, decision: Decision) -> Iterator[tuple[pa.Table, Decision]]:
+def _decided(step_input: StepInput, ref: str, decision: Decision,
+             added: pa.Table | None = None) -> Iterator[tuple[pa.Table, Decision]]:
+    """The shard's batches, each with its slice of the decision (and the new rows whose parents it holds)."""
     offset = 0
     for table in step_input.iter_shard_batches(ref):
-        yield table, decision.slice(offset, table.num_rows)
+        part = decision.slice(offset, table.num_rows)
+        if added is not None:
+            position = added.column(POSITION)
+            part.added = added.filter(pc.and_(pc.greater_equal(position, offset),
+                                              pc.less(position, offset + table.num_rows)))
+        yield table, part
         offset += table.num_rows
 
 
@@ -304,9 +319,11 @@ def apply_task(task: StepTask, ref: str) -> dict[str, Any]:
     step_input = task.input()
     out_name = step_input.output_name(ref)
     decision = Decision.from_table(pq.read_table(Path(task.work_dir) / f"decision-{out_name}"))
+    added_file = Path(task.work_dir) / f"added-{out_name}"
+    added = pq.read_table(added_file) if added_file.is_file() else None
     stage = REGISTRY[task.stage](task.params)
     if decision.positions is None:
-        return _split_shard(task, stage, _decided(step_input, ref, decision), ref, out_name)
+        return _split_shard(task, stage, _decided(step_input, ref, decision, added), ref, out_name)
     return _scatter_shard(task, stage, _decided(step_input, ref, decision), ref, out_name)
 
 

@@ -5,7 +5,7 @@
 Deterministic (fixed seed). Writes pool.jsonl.zst (mixed-domain text with injected exact and near
 duplicates, junk rows, foreign-language rows and a few malformed lines), gsm8k.jsonl.zst (math
 instruction data with duplicates), target.jsonl.zst (other GSM8K problems: the target sample), heldout.jsonl.zst
-(100 more GSM8K problems: what evaluations measure on), p3.jsonl.zst
+(100 more GSM8K problems: what evaluations measure on), leaked.jsonl.zst (web pages copying 12 of them), p3.jsonl.zst
 (multi-task instruction data for the diversity recipe), mmlu_pool.jsonl.zst and mmlu_target.jsonl.zst
 (MMLU-Redux questions: all subjects, and a medical target) and NOTICE.
 """
@@ -124,6 +124,18 @@ def build_gsm8k(data: Path, rng: random.Random) -> tuple[list[str], list[str], l
     return [dump(r) for r in pool], [dump(r) for r in target], [dump(r) for r in heldout]
 
 
+def build_leaked(heldout: list[str]) -> list[str]:
+    """Web pages that copied 12 held-out GSM8K problems with their solutions (a benchmark leaked into a crawl):
+    the demo's `decontaminate` step finds and removes them, and no arm of the closed loop trains on them."""
+    pages = []
+    for k, line in enumerate(heldout[:12]):
+        row = json.loads(line)
+        pages.append(json.dumps({"id": f"demo-leak-{k:03d}", "text": (
+            f"Homework help, grade school math, problem {k + 1}. {row['prompt']}\n\nWorked solution: "
+            f"{row['response']}\n\nShare this page with your study group.")}, ensure_ascii=False))
+    return pages
+
+
 MEDICAL = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "high_school_biology",
            "medical_genetics", "nutrition", "professional_medicine", "virology")
 
@@ -164,7 +176,8 @@ p3.jsonl.zst (20 rows of each of 31 tasks of the P3 / T0 training mixture)
 - P3 via yizhongw/self-instruct: data/finetuning/t0_train_50k/data_per_template/*.jsonl: Apache-2.0;
   the underlying source data sets keep their own terms
 
-gsm8k.jsonl.zst, target.jsonl.zst, heldout.jsonl.zst (disjoint GSM8K rows)
+gsm8k.jsonl.zst, target.jsonl.zst, heldout.jsonl.zst (disjoint GSM8K rows); leaked.jsonl.zst (12 of the held-out
+rows written into web pages for this demo, ids demo-leak-*)
 - GSM8K train split (openai/grade-school-math: grade_school_math/data/train.jsonl): MIT,
   Copyright (c) 2021 OpenAI
 
@@ -185,6 +198,7 @@ def main() -> None:
     write_zst("gsm8k.jsonl.zst", gsm8k)
     write_zst("target.jsonl.zst", target)
     write_zst("heldout.jsonl.zst", heldout)
+    write_zst("leaked.jsonl.zst", build_leaked(heldout))
     write_zst("p3.jsonl.zst", build_p3(args.data))
     mmlu_pool, mmlu_target = build_mmlu(args.data)
     write_zst("mmlu_pool.jsonl.zst", mmlu_pool)

@@ -8,16 +8,19 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from curate.dataset import Dataset
+
 
 def digest(run: Path, ignore: frozenset[str] = frozenset()) -> dict[str, dict]:
     """`ignore`: ids left out (rows added to a recipe's data after the digests were recorded)."""
     out = {}
     for kind in ("stages", "rejected"):
         for folder in sorted((run / kind).iterdir()):
-            if not (folder / "_manifest.json").is_file():
+            if not Dataset.exists(folder):  # a step folder (its `.meta` folder is not a dataset)
                 continue
             tables = [pq.read_table(f) for f in sorted(folder.glob("part-*.parquet"))]
-            names = sorted({n for t in tables for n in t.column_names})
+            # an empty step's one shard holds only its schema (curate.dataset.write_manifest): no columns of data
+            names = sorted({n for t in tables if t.num_rows for n in t.column_names})
             rows = []
             for t in tables:
                 ids = t.column("id").to_pylist() if "id" in t.column_names else [None] * t.num_rows

@@ -31,7 +31,7 @@ def test_the_demo_gives_the_outputs_it_gave_before_the_graph(demo_run):
 
 def stored_reasons(run: Path) -> Counter:
     counts: Counter = Counter()
-    for folder in (run / "rejected").iterdir():
+    for folder in (f for f in (run / "rejected").iterdir() if Dataset.exists(f)):
         counts.update((r["stage"], r["reason"]) for r in
                       Dataset.open(folder).to_table(columns=["stage", "reason"]).to_pylist())
     return counts
@@ -67,7 +67,7 @@ def test_sql_cluster_questions(demo_run):
     sizes = curate("sql", str(demo_run), "SELECT cluster, count(*) AS size, count(*) FILTER (WHERE kept) AS kept "
                    "FROM kmeans_diversity_all GROUP BY cluster", "--format", "json", cwd=demo_run).stdout
     clusters = [json.loads(line) for line in sizes.splitlines()]
-    selected = Dataset.open(demo_run / "stages" / "09-kmeans_diversity").count()
+    selected = Dataset.open(next((demo_run / "stages").glob("*-kmeans_diversity"))).count()
     assert len(clusters) == 32 and sum(c["kept"] for c in clusters) == selected
     assert selected == int(0.5 * sum(c["size"] for c in clusters))  # fraction 0.5 with redistribute
     members = curate("sql", str(demo_run), "SELECT id, kept FROM kmeans_diversity_all WHERE cluster = 17",
@@ -138,7 +138,7 @@ def test_sql_opens_the_run_read_only(demo_run, tmp_path):
 
 def test_frozen_config_repeats_the_run_without_work(demo_run, tmp_path):
     out = curate("run", str(demo_run / "config.yaml"), "--no-prefect", cwd=tmp_path).stdout
-    assert out.count("skipped") == 16  # target, heldout, the target without held-out rows, ingest, 12 stages
+    assert out.count("skipped") == 17  # target, heldout, the target without held-out rows, ingest, 13 stages
 
 
 def test_train_lm_command(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from curate.config import load_config
-from curate.dataset import Dataset
+from curate.dataset import Dataset, side_path
 from curate.io.sources import plan_units
 from curate.runner import run_pipeline
 from tests.recipe_digest import digest
@@ -69,7 +69,7 @@ def test_sft_mixture_recipe_runs_through_the_cli(tmp_path):
     steps = {s["label"]: s for s in query(run, "SELECT label, parents, output, rows_out FROM steps").to_pylist()}
     assert steps["targeted"]["parents"] == steps["embed"]["parents"] == ["dedup"]
     assert steps["mixture"]["parents"] == ["targeted", "diverse"] and steps["finetune"]["output"] == "artifacts"
-    report = json.loads(next((run / "stages").glob("*-mixture")).joinpath("mixture.json").read_text())
+    report = json.loads(side_path(next((run / "stages").glob("*-mixture")), "mixture.json").read_text())
     assert report["parts"]["targeted"]["share"] == pytest.approx(0.7, abs=0.02)
     assert report["budget"]["unit"] == "response tokens" and abs(report["budget"]["taken"] - 20000) < 500
     artifacts = Artifacts.open(run / "models" / "finetune")

@@ -34,7 +34,7 @@ def test_the_readme_example_runs_from_the_repo_root(demo_run, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     record = json.loads((tmp_path / "curate-demo" / "run.json").read_text())
     statuses = {s["label"]: s["status"] for s in record["steps"]}
-    assert set(statuses.values()) == {"skipped"} and len(statuses) == 16  # nothing re-ran: the same config
+    assert set(statuses.values()) == {"skipped"} and len(statuses) == 17  # nothing re-ran: the same config
     written = (tmp_path / "configs" / "my-demo.yaml").read_text()
     assert "curate-demo" in written and str(tmp_path) not in written
     assert "dedup dedup" in result.stdout and "gsm8k" in result.stdout

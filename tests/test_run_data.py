@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate import open_run
+from curate.dataset import Dataset, manifest_path, side_path
 from curate.errors import CurateError
 from curate.faults import ENV
 from tests.cli_runner import curate
@@ -47,7 +48,7 @@ def test_steps_and_counts_equal_the_manifests(demo_run):
     assert run.labels == [e["label"] for e in stages]  # graph order
     assert run.finished and run.missing == []
     for step, entry in zip(run.steps, stages, strict=True):
-        manifest = json.loads((demo_run / entry["folder"] / "_manifest.json").read_text())
+        manifest = json.loads(manifest_path(demo_run / entry["folder"]).read_text())
         stats = manifest["stats"]
         assert (step.stage, step.kind, step.parents) == (entry["stage"], entry["kind"], entry["parents"])
         assert step.fingerprint == manifest["fingerprint"] == entry["fingerprint"]
@@ -132,7 +133,7 @@ def test_what_the_later_stages_produce(demo_run):
 
     run = open_run(demo_run)
     mixture = run.mixture()
-    assert mixture.report == json.loads((Path(mixture.step.rows) / "mixture.json").read_text())
+    assert mixture.report == json.loads(side_path(mixture.step.rows, "mixture.json").read_text())
     assert mixture.num_rows == run["mixture"].num_rows > 0
     assert AutoConfig.from_pretrained(run.model()).model_type == "gpt2"
     assert run.eval() == json.loads((demo_run / "eval" / "evaluate" / "results.json").read_text())
@@ -169,7 +170,7 @@ def test_a_killed_run_opens_with_its_finished_steps(tmp_path):
                             env={**os.environ, ENV: "task_done@02-heuristics/:2"}, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
     heuristics = tmp_path / "run" / "stages" / "02-heuristics"
-    assert list(heuristics.rglob("*.parquet")) and not (heuristics / "_manifest.json").exists()
+    assert list(heuristics.rglob("*.parquet")) and not Dataset.exists(heuristics)
 
     run = open_run(tmp_path / "run")
     assert run.labels == ["ingest", "normalize"]

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 import tests.stage_fixtures  # noqa: F401  (registers test_slow_tag)
 from curate.config import parse_config
-from curate.dataset import Dataset
+from curate.dataset import Dataset, meta_dir
 from curate.runner import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,10 +37,15 @@ def config_dict(input_path: Path, output: Path, delay: float = 0.0, stages=None)
             "stages": stages if stages is not None else [{"normalize": {}}, {"test_slow_tag": {"delay": delay}}]}
 
 
+def step_folders(folder: Path) -> list[Path]:
+    """The dataset folders under `stages/` or `rejected/` (without the `.meta` folders beside them)."""
+    return [f for f in folder.iterdir() if not f.name.endswith(".meta")]
+
+
 def outputs(run: Path) -> dict[str, pa.Table]:
     found = {}
     for kind in ("stages", "rejected"):
-        for folder in sorted((run / kind).iterdir()):
+        for folder in sorted(step_folders(run / kind)):
             found[f"{kind}/{folder.name}"] = Dataset.open(folder).to_table()
     return found
 
@@ -49,7 +54,7 @@ def test_every_stage_keeps_rows_in_equal_kept_plus_rejected(tmp_path):
     path = make_input(tmp_path / "data")
     results = run_pipeline(parse_config(config_dict(path, tmp_path / "run")))
     previous = None
-    for result, out in zip(results, sorted((tmp_path / "run" / "stages").iterdir()), strict=True):
+    for result, out in zip(results, sorted(step_folders(tmp_path / "run" / "stages")), strict=True):
         kept = Dataset.open(out).count()
         rejected = Dataset.open(tmp_path / "run" / "rejected" / out.name).count()
         assert result.rows_in == kept + rejected == (previous if previous is not None else result.rows_in)
@@ -73,7 +78,8 @@ def test_changed_params_rerun_that_stage_and_later_only(tmp_path):
     assert [r.status for r in run_pipeline(parse_config(changed))] == ["skipped", "skipped", "ran"]
     fewer = config_dict(path, tmp_path / "run", stages=[{"normalize": {}}])
     assert [r.status for r in run_pipeline(parse_config(fewer))] == ["skipped", "skipped"]
-    assert sorted(p.name for p in (tmp_path / "run" / "stages").iterdir()) == ["00-ingest", "01-normalize"]
+    assert sorted(p.name for p in (tmp_path / "run" / "stages").iterdir()) == [
+        "00-ingest", "00-ingest.meta", "01-normalize", "01-normalize.meta"]  # the removed step's .meta folder too
 
 
 def test_killed_during_a_map_stage_resumes_to_identical_output(tmp_path):
@@ -92,7 +98,7 @@ def test_killed_during_a_map_stage_resumes_to_identical_output(tmp_path):
     cfg = config_dict(path, interrupted, delay=0.15)
     proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg)], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    receipts = interrupted / "stages" / "02-test_slow_tag" / "_tasks"
+    receipts = interrupted / "stages" / "02-test_slow_tag.meta" / "_tasks"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(receipts.glob("*.json"))) < 6:
         assert proc.poll() is None, "the run finished before it could be interrupted"
@@ -100,7 +106,7 @@ def test_killed_during_a_map_stage_resumes_to_identical_output(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     stage_dir = interrupted / "stages" / "02-test_slow_tag"
-    assert not (stage_dir / "_manifest.json").exists()
+    assert not Dataset.exists(stage_dir)
     done = {json.loads(p.read_text())["task"] for p in receipts.glob("*.json")}
     total = len(Dataset.open(interrupted / "stages" / "01-normalize").shard_names)
     assert 6 <= len(done) < total
@@ -115,4 +121,4 @@ def test_killed_during_a_map_stage_resumes_to_identical_output(tmp_path):
     assert got.keys() == want.keys()
     for name in want:
         assert got[name].equals(want[name]), name
-    assert not list(stage_dir.glob(".*tmp*")) and not (stage_dir / "_tasks").exists()
+    assert not list(stage_dir.glob(".*tmp*")) and not (meta_dir(stage_dir) / "_tasks").exists()

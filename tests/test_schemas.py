@@ -1,10 +1,10 @@
-"""Column types across shards: unification, the cast to a schema, and what readers widen themselves."""
+"""Column types across shards: unification and the cast to a schema."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from curate.schemas import conform, unify_schemas, widens_to
+from curate.schemas import conform, unify_schemas
 
 
 def test_unify_promotes_or_falls_back_to_string():
@@ -18,13 +18,3 @@ def test_unify_promotes_or_falls_back_to_string():
                                                                              ("y", pa.int64())]))
     assert table.to_pylist() == [{"n": "1", "z": '{"a": 1}', "y": None}, {"n": "2", "z": None, "y": None}]
 
-
-def test_widens_to_accepts_only_what_readers_cast_themselves():
-    struct = pa.struct([("a", pa.int64()), ("b", pa.string())])
-    assert widens_to(pa.null(), pa.string()) and widens_to(pa.int32(), pa.int64())
-    assert widens_to(pa.float32(), pa.float64()) and widens_to(pa.struct([("b", pa.string())]), struct)
-    assert widens_to(pa.list_(pa.int32()), pa.list_(pa.int64()))
-    assert not widens_to(pa.int64(), pa.float64())  # polars' scan refuses it
-    assert not widens_to(pa.int64(), pa.string()) and not widens_to(struct, pa.string())
-    assert not widens_to(pa.int64(), pa.int32()) and not widens_to(pa.uint32(), pa.int64())
-    assert not widens_to(pa.struct([("c", pa.int64())]), struct)

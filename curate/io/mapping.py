@@ -26,10 +26,17 @@ from curate.targets import TARGET_NAME, TARGET_WEIGHT
 
 CONTRACT = ("id", "source", "text", "prompt", "response", "answer", "messages")
 TEXT_FIELDS = ("text", "prompt", "response")
-PAIR_SEPARATOR = "\n\n"
+PAIR_SEPARATOR = "\n\n"  # between an instruction row's prompt and response, wherever they are joined
 ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
+def completion_prompt(prompt: str | None) -> str:
+    """An instruction row's prompt as a model reads it before the response: followed by the blank line that `text`
+    has between the two (an empty prompt stays empty). Fine-tuning, generation and the prompt-completion export
+    all use it, so every trainer sees the same tokens."""
+    return f"{prompt}{PAIR_SEPARATOR}" if prompt else ""
 
 
 def resolve_fields(columns: list[str], explicit: dict[str, str]) -> dict[str, str]:

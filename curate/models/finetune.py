@@ -30,6 +30,7 @@ from curate.models.sft_data import Example, build_batch, encode_examples, pack_r
 
 log = logging.getLogger("curate")
 METRICS_FILE = "metrics.json"
+DEFAULT_MAX_LENGTH = 1024
 CHECKPOINTS = "checkpoints"
 # LoRA on every projection of attention and MLP (QLoRA's finding: all linear layers beat attention-only).
 LORA_TARGETS = {
@@ -71,7 +72,7 @@ class FinetuneConfig(pydantic.BaseModel):
     batch_size: int | None = Field(None, ge=1)  # packed sequences per optimizer step (default 8)
     batch_tokens: int | None = Field(None, ge=1)  # or tokens per step: batch_tokens // max_length sequences
     grad_accum: int = Field(1, ge=1)  # micro-batches per step (same result, less memory)
-    max_length: int = Field(1024, ge=8)
+    max_length: int | None = Field(None, ge=8)  # default 1024, or a scratch model's `lm.seq_len` when shorter
     packing: bool = True
     weight_decay: float = Field(0.0, ge=0)
     beta1: float = Field(0.9, ge=0, lt=1)
@@ -82,6 +83,27 @@ class FinetuneConfig(pydantic.BaseModel):
     keep_checkpoints: bool = False
     seed: int = 0
     device: str = "auto"
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _default_max_length(cls, data: Any) -> Any:
+        """Without `max_length`: 1024 tokens, cut to the context of a model trained from scratch (`lm.seq_len`)."""
+        if isinstance(data, dict) and data.get("max_length") is None:
+            lm = data.get("lm")
+            seq_len = (lm.get("seq_len") if isinstance(lm, dict) else getattr(lm, "seq_len", None)) or \
+                LMTrainConfig.model_fields["seq_len"].default
+            data = {**data, "max_length": min(DEFAULT_MAX_LENGTH, seq_len) if data.get("init") == "scratch"
+                    else DEFAULT_MAX_LENGTH}
+        return data
+
+    @pydantic.field_validator("max_length")
+    @classmethod
+    def _fits_a_scratch_model(cls, value: int, info: pydantic.ValidationInfo) -> int:
+        lm = info.data.get("lm")
+        if info.data.get("init") == "scratch" and lm is not None and value > lm.seq_len:
+            raise ValueError(f"{value} is longer than the scratch model's context (lm.seq_len {lm.seq_len}); lower "
+                             "max_length or raise lm.seq_len")
+        return value
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> FinetuneConfig:

@@ -2,8 +2,10 @@
 
 What is supervised (docs/methods.md §12):
 - plain text (`text`): every token (the start token is input only);
-- instruction rows (`prompt`/`response`): the response tokens and the end token; the prompt is context only.
-  Prompt and response are tokenised apart and joined (`start + prompt + response + eos`), as the LM scorer does;
+- instruction rows (`prompt`/`response`): the response tokens and the end token; the prompt, followed by the blank
+  line that `text` has between the two (`curate.io.mapping.completion_prompt`), is context only. As TRL's
+  SFTTrainer does with a prompt-completion record, `prompt + response` is tokenised whole and its first
+  `len(tokens(prompt))` tokens are the context (`start + tokens + eos`), so an exported mixture trains the same;
 - chats (`messages`): every assistant turn. With a chat template, the conversation is rendered by it and each
   turn's tokens are found by rendering growing prefixes; without one, turns are `Role: content` blocks joined
   by blank lines (ingest's rendering), each assistant block's content supervised.
@@ -85,10 +87,14 @@ def _encoded_rows(rows: Sequence[dict[str, Any]], tokenizer: Any, max_length: in
     pairs = [i for i, r in enumerate(rows) if not r.get("messages") and r.get("response") is not None]
     plain = sorted(set(range(len(rows))) - set(chats) - set(pairs))
     built: dict[int, tuple[list[int], list[bool]]] = {}
-    prompts = _ids(tokenizer, [rows[i].get("prompt") or "" for i in pairs])
-    responses = _ids(tokenizer, [rows[i]["response"] for i in pairs])
-    for i, p, r in zip(pairs, prompts, responses, strict=True):
-        built[i] = (head + p + r + tail, [False] * (len(head) + len(p)) + [True] * (len(r) + len(tail)))
+    from curate.io.mapping import completion_prompt
+
+    context = [completion_prompt(rows[i].get("prompt")) for i in pairs]
+    prompts = _ids(tokenizer, context)
+    joined = _ids(tokenizer, [c + rows[i]["response"] for c, i in zip(context, pairs, strict=True)])
+    for i, p, whole in zip(pairs, prompts, joined, strict=True):
+        k = min(len(p), len(whole))
+        built[i] = (head + whole + tail, [False] * (len(head) + k) + [True] * (len(whole) - k + len(tail)))
     for i, body in zip(plain, _ids(tokenizer, [rows[i].get("text") or "" for i in plain]), strict=True):
         built[i] = (head + body + tail, [False] * len(head) + [True] * (len(body) + len(tail)))
     for i in chats:
@@ -189,4 +195,6 @@ def prompt_ids(row: dict[str, Any], tokenizer: Any, start: int | None) -> list[i
         return head + list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if row.get("response") is None:
         return None
-    return head + list(tokenizer(row.get("prompt") or "", add_special_tokens=False)["input_ids"])
+    from curate.io.mapping import completion_prompt
+
+    return head + list(tokenizer(completion_prompt(row.get("prompt")), add_special_tokens=False)["input_ids"])

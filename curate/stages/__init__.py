@@ -8,6 +8,7 @@ from curate.stages.clear import Clear
 from curate.stages.color_filter import ColorFilter
 from curate.stages.dart import Dart
 from curate.stages.decision import Decision, apply_decision
+from curate.stages.decontaminate import Decontaminate
 from curate.stages.dedup import Dedup
 from curate.stages.diversity import KMeansDiversity
 from curate.stages.dsir import Dsir
@@ -22,8 +23,8 @@ from curate.stages.normalize import Normalize
 from curate.stages.perplexity import Perplexity
 from curate.stages.semdedup import SemDedup
 
-STAGE_CLASSES = (Clear, ColorFilter, Dart, Dedup, KMeansDiversity, Dsir, Embed, Evaluate, Finetune, GotD, Heuristics,
-                 Language, Mixture, Normalize, Perplexity, SemDedup)
+STAGE_CLASSES = (Clear, ColorFilter, Dart, Decontaminate, Dedup, KMeansDiversity, Dsir, Embed, Evaluate, Finetune,
+                 GotD, Heuristics, Language, Mixture, Normalize, Perplexity, SemDedup)
 
 __all__ = ["REGISTRY", "STAGE_CLASSES", "Decision", "GlobalStage", "MapStage", "Params", "Resources", "Stage",
            "apply_decision", "register", *(cls.__name__ for cls in STAGE_CLASSES)]

@@ -124,6 +124,9 @@ class Stage:
     inputs: ClassVar[Literal["one", "many"]] = "one"
     output: ClassVar[Output] = "rows"
     batch_rows: ClassVar[int] = 8192  # rows per table handed to `process` / `summarize`
+    # Drop reasons (prefixes) that are the stage's selection budget at work, not a filter: a run warns when a step
+    # drops more than `warn_drop_share` of its rows for other reasons (curate.drops)
+    selection_reasons: ClassVar[tuple[str, ...]] = ("not_selected",)
     # Columns a rejected row keeps when its stage records drops by reference (None: the whole row, the default)
     rejected_reference: ClassVar[tuple[str, ...] | None] = None
 
@@ -183,6 +186,11 @@ class Stage:
     def models(self) -> dict[str, str]:
         """The models the stage loads, by parameter key (`prior.model`): a name that can only be a path must be an
         existing folder, which is checked before any work."""
+        return {}
+
+    def files(self) -> dict[str, str]:
+        """Files or folders the stage reads, by parameter key (`against[0].path`): each must exist, which is checked
+        before any work (relative paths: to the working directory, as model folders)."""
         return {}
 
     def fingerprint_extra(self) -> dict[str, Any]:

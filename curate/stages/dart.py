@@ -96,6 +96,7 @@ STATS = ("difficulty", "dart_trials", "dart_correct", "dart_pass_rate", "dart_st
 @register
 class Dart(MapStage):
     name = "dart"
+    selection_reasons = ("not_selected", "replaced_by_samples")
     Params = DartParams
     output = "rows_added"
     needs = ("id", "prompt", "response")

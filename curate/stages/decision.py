@@ -26,7 +26,8 @@ class Decision:
     `score`: the value that decided (float64), stored with dropped rows.
     `adds`: columns set on every row (new, or replacing a column of the same name).
     `details`: columns stored only with dropped rows (`duplicate_of`).
-    `added` (map stages with output `rows_added`): new rows, each with its own `id` and a `parent_id`.
+    `added` (stages with output `rows_added`): new rows, each with its own `id` and a `parent_id`; a global stage's
+    also carry `_position`, their parent's position among all input rows (the rows go with the parent's shard).
     `positions` (global stages with output `rows_added`): list<int64> per row, the output positions of the
     row's copies (none for a dropped row). The output is written in position order; copies after the first
     are added rows with the id `<id>#<k>` and a `parent_id`.
@@ -48,7 +49,8 @@ class Decision:
                         {k: cut(v) for k, v in self.details.items()}, None, cut(self.positions))
 
     def to_table(self, num_rows: int) -> pa.Table:
-        """Flatten for storage between the decide and apply steps (global stages, which add no `added` rows)."""
+        """Flatten for storage between the decide and apply steps (a global stage's `added` rows are stored apart,
+        with the shard of their parent)."""
         columns = {
             "_reason": self.reason if self.reason is not None else pa.nulls(num_rows, pa.string()),
             "_score": self.score if self.score is not None else pa.nulls(num_rows, pa.float64()),
@@ -129,6 +131,8 @@ def apply_decision(table: pa.Table, decision: Decision, stage: str,
         table = set_column(table, name, values)
     none = pa.table({})
     added = decision.added if decision.added is not None else none
+    if POSITION in added.column_names:
+        added = added.drop_columns([POSITION])
     if added.num_rows and PARENT_ID in added.column_names:
         added = inherit_parent_columns(added, table)
     positions = decision.positions

@@ -8,7 +8,8 @@
 2. Per shard, each row's log importance weight `dsir_logw` = Σ_k c_k(x) (log p_T(k) - log q_R(k)) over its
    features, and its word count (Σ_k c_k + n(n-1)/2) // n. These are the stored scores: a new budget or seed
    re-decides without hashing again.
-3. The decision drops rows of fewer than `min_words` words (`too_few_words`), then keeps `budget` rows (a count,
+3. The decision drops rows of fewer than `min_words` words (`too_few_words`; `auto`: the package's 100, lowered to
+   the target's 5th-percentile length, recorded in the decision), then keeps `budget` rows (a count,
    or a fraction of all input rows, or `auto`: the log-weight quantile buckets the scaling law recommends for
    `compute:`, docs/methods.md §8) by Gumbel-top-k on `dsir_logw` with `seed` (sampling without replacement
    with probability ∝ w), or the deterministic top k with `top_k: true`. The rest: `not_selected`.
@@ -22,7 +23,7 @@ and each target picks in turn among the rows not yet chosen.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -51,13 +52,25 @@ class DsirParams(Params):
     hash: HashName = "sha256"  # the data-selection package's buckets; `fast`: 2x faster, other collisions
     smoothing: float = Field(0.0, ge=0)  # Laplace pseudo-count per bucket of the target model
     num_tokens_to_fit: Literal["auto", "all"] | int = "auto"
-    min_words: int = Field(100, ge=0)
+    # rows with fewer words are dropped (`too_few_words`); auto: the package's 100, lowered to the target's 5th
+    # percentile so that rows as short as the target's are kept
+    min_words: Literal["auto"] | Annotated[int, Field(ge=0)] = "auto"
     top_k: bool = False
     seed: int = 0
     separate_targets: bool = False
     split_by: Literal["weights", "tokens"] = "weights"
 
     _auto = model_validator(mode="after")(needs_compute("budget"))
+
+
+DEFAULT_MIN_WORDS = 100  # the data-selection package's
+
+
+def auto_min_words(target_words: np.ndarray) -> int:
+    """`min_words: auto`: the package's 100, or the target's 5th-percentile length when its rows are shorter."""
+    if not len(target_words):
+        return DEFAULT_MIN_WORDS
+    return int(min(DEFAULT_MIN_WORDS, np.floor(np.percentile(target_words, 5))))
 
 
 def log_ratio(target_counts: np.ndarray, raw_counts: np.ndarray) -> np.ndarray:
@@ -127,6 +140,7 @@ class Dsir(GlobalStage):
             raise CurateError(f"dsir: the target has no column {p.column!r} (`column`)")
         groups = target_groups(target)
         texts = target.column(p.column).combine_chunks()
+        min_words = p.min_words if p.min_words != "auto" else auto_min_words(self._words(texts))
         counts = [self._counts(texts.take(pa.array(g.positions))) for g in groups]
         empty = [g.name for g, c in zip(groups, counts, strict=True) if not c.sum()]
         if empty:
@@ -142,7 +156,7 @@ class Dsir(GlobalStage):
         context.models_dir.mkdir(parents=True, exist_ok=True)
         path = context.models_dir / "log_ratio.npy"
         np.save(path, ratios)
-        return {"log_ratio": str(path), "targets": [g.name for g in groups],
+        return {"log_ratio": str(path), "targets": [g.name for g in groups], "min_words": min_words,
                 "target_weights": [g.weight for g in groups],
                 "target_tokens": [float(c.sum()) for c in counts],
                 "raw_tokens_fit": int(tokens)}
@@ -161,13 +175,19 @@ class Dsir(GlobalStage):
     def setup(self) -> None:
         self.ratios = np.load(self.prepared["log_ratio"])
 
-    def summarize(self, table: pa.Table) -> pa.Table:
-        doc, bucket = self._features(table.column(self.params.column))
-        n = table.num_rows
-        features = np.bincount(doc, minlength=n)
+    def _words(self, texts: pa.Array | pa.ChunkedArray, features: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> np.ndarray:
+        """Words per row, from its feature count: unigrams + bigrams + ... of `ngrams` orders."""
+        doc, _ = features if features is not None else self._features(texts)
         order = self.params.ngrams
-        words = (features + order * (order - 1) / 2) // order
-        columns: dict[str, Any] = {"id": table.column("id"), "words": pa.array(words.astype(np.int64))}
+        return ((np.bincount(doc, minlength=len(texts)) + order * (order - 1) / 2) // order).astype(np.int64)
+
+    def summarize(self, table: pa.Table) -> pa.Table:
+        features = self._features(table.column(self.params.column))
+        doc, bucket = features
+        n = table.num_rows
+        words = self._words(table.column(self.params.column), features)
+        columns: dict[str, Any] = {"id": table.column("id"), "words": pa.array(words)}
         for t, ratio in enumerate(self.ratios):
             columns[f"logw_{t}"] = pa.array(np.bincount(doc, weights=ratio[bucket], minlength=n))
         return pa.table(columns)
@@ -177,7 +197,8 @@ class Dsir(GlobalStage):
         n = summary.num_rows
         logw = np.stack([summary.column(c).to_numpy() for c in summary.column_names if c.startswith("logw_")], 1)
         words = summary.column("words").to_numpy()
-        eligible = words >= p.min_words
+        min_words = p.min_words if p.min_words != "auto" else self.prepared["min_words"]
+        eligible = words >= min_words
         auto = None
         if p.budget == "auto":
             live = np.flatnonzero(eligible)
@@ -198,14 +219,16 @@ class Dsir(GlobalStage):
         reason[kept] = None
         report = {"rows": n, "eligible": int(eligible.sum()), "budget": k, "kept": int(kept.sum()),
                   "per_target": {names[t]: int((chosen_by == t).sum()) for t in range(len(parts))},
-                  "min_words": p.min_words, "mode": "top_k" if p.top_k else "gumbel_top_k", "seed": p.seed,
+                  "min_words": min_words, "min_words_auto": p.min_words == "auto",
+                  "mode": "top_k" if p.top_k else "gumbel_top_k", "seed": p.seed,
                   **{key: self.prepared.get(key) for key in ("raw_tokens_fit", "target_tokens")}}
         if k > report["eligible"]:
             log.warning("dsir: budget %d > %d rows with at least min_words=%d words; keeping %d", k,
-                        report["eligible"], p.min_words, report["eligible"])
+                        report["eligible"], min_words, report["eligible"])
         if auto is not None:
             report["auto_budget"] = auto
-        report["summary"] = {key: report[key] for key in ("budget", "kept", "eligible", "mode", "auto_budget")
+        report["summary"] = {key: report[key] for key in ("budget", "kept", "eligible", "min_words", "mode",
+                                                          "auto_budget")
                              if key in report}
         column = pa.array(score, pa.float64())
         return Decision(reason=pa.array(reason, pa.string()), score=column, adds={LOGW: column}, report=report)

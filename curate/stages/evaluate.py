@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from curate import closed_loop
 from curate.dataset import atomic_write_text
 from curate.errors import CurateError
+from curate.leaks import Leak, act_on, find_leaks
 from curate.models.finetune import METRICS_FILE, FinetuneConfig, finetune
 from curate.models.locate import load_tokenizer, named_model_identity
 from curate.stages.base import ArtifactStage, Params, Resources, StageContext, register
@@ -57,6 +59,7 @@ class EvaluateParams(Params):
     generation_batch: int = Field(64, ge=1)  # held-out prompts generated at once
     keep_models: bool = False  # keep each arm x seed's trained model (they can be large)
     tokenizer_rows: int = Field(20_000, ge=100)  # pool rows a scratch tokenizer is trained on
+    leak: Leak = "exclude"  # training rows that repeat held-out rows: left out of every arm, `warn`, or `fail`
 
     @field_validator("random_multiples")
     @classmethod
@@ -134,38 +137,48 @@ class Evaluate(ArtifactStage):
         p = self.params
         datasets = dict(zip(context.input.labels, context.input.datasets, strict=True))
         selection_label = context.input.labels[0]
+        leaks = find_leaks(datasets, context.heldout)
+        act_on(leaks, p.leak, context.label)
+        excluded = leaks.positions if p.leak == "exclude" else {label: np.zeros(0, np.int64) for label in datasets}
         tokenizer = self._shared_tokenizer(datasets[p.pool], out_dir)
         loaded = load_tokenizer(tokenizer, "tokenizer")
         counts = {label: self._count(loaded, datasets[label]) for label in datasets}
+        for label, positions in excluded.items():  # a left-out row trains no arm: it has no tokens to count
+            counts[label][positions] = 0
         budget = float(counts[selection_label].sum())
         if budget == 0:
             raise CurateError(f"{context.label}: the selection {selection_label!r} has no tokens to train on")
         pool_tokens = counts[p.pool]
-        arms: dict[str, Any] = {"selection": self._whole("selection", selection_label, counts, budget)}
+        arms: dict[str, Any] = {"selection": self._whole("selection", selection_label, counts, budget, excluded)}
         draws = out_dir / "draws"
         draws.mkdir(exist_ok=True)
         for name, multiple in [("random", 1.0), *[(_multiple_name(m), m) for m in p.random_multiples]]:
             rows, tokens = [], []
             for s in range(p.seeds):
                 order = np.random.default_rng([p.seed + s, 7]).permutation(len(pool_tokens))
+                order = order[~np.isin(order, excluded[p.pool])]
                 picked = closed_loop.random_prefix(pool_tokens, order, multiple * budget)
                 np.save(draws / f"{name}-seed-{s}.npy", picked)
                 rows.append(len(picked))
                 tokens.append(int(pool_tokens[picked].sum()))
             arms[name] = {"label": p.pool, "kind": "random", "multiple": multiple, "rows": rows, "tokens": tokens,
-                          "capped": bool(max(tokens) < multiple * budget * 0.99)}
+                          "capped": bool(max(tokens) < multiple * budget * 0.99),
+                          "left_out": len(excluded[p.pool])}
         if p.full:
-            arms["full"] = self._whole("full", p.pool, counts, budget)
+            arms["full"] = self._whole("full", p.pool, counts, budget, excluded)
         for name, label in p.arms.items():
-            arms[name] = self._whole("arm", label, counts, budget)
+            arms[name] = self._whole("arm", label, counts, budget, excluded)
         return {"tokenizer": tokenizer, "match_on": p.match_on, "budget": budget, "arms": arms,
-                "seconds": round(time.perf_counter() - started, 3)}
+                "left_out": {label: positions.tolist() for label, positions in excluded.items() if len(positions)},
+                "leak": leaks.record(p.leak), "seconds": round(time.perf_counter() - started, 3)}
 
-    def _whole(self, kind: str, label: str, counts: dict[str, np.ndarray], budget: float) -> dict[str, Any]:
+    def _whole(self, kind: str, label: str, counts: dict[str, np.ndarray], budget: float,
+               excluded: dict[str, np.ndarray]) -> dict[str, Any]:
         tokens = int(counts[label].sum())
         seeds = self.params.seeds
-        return {"label": label, "kind": kind, "multiple": tokens / budget, "rows": [len(counts[label])] * seeds,
-                "tokens": [tokens] * seeds, "capped": False}
+        rows = len(counts[label]) - len(excluded[label])
+        return {"label": label, "kind": kind, "multiple": tokens / budget, "rows": [rows] * seeds,
+                "tokens": [tokens] * seeds, "capped": False, "left_out": len(excluded[label])}
 
     def _count(self, tokenizer: Any, dataset: Any) -> np.ndarray:
         """Per row, the tokens (or supervised targets) its fine-tuning example has: cut to `max_length`, 0 for a
@@ -210,7 +223,11 @@ class Evaluate(ArtifactStage):
         if spec["kind"] == "random":
             rows = dataset.take(np.load(out_dir / "draws" / f"{arm}-seed-{s}.npy"), columns).to_pylist()
         else:
-            rows = dataset.to_table(columns=columns).to_pylist()
+            table = dataset.to_table(columns=columns)
+            left_out = plan.get("left_out", {}).get(spec["label"], [])
+            keep = np.ones(table.num_rows, bool)
+            keep[np.array(left_out, np.int64)] = False
+            rows = table.filter(pa.array(keep)).to_pylist()
         held_columns = [c for c in HELDOUT_COLUMNS if c in context.heldout.schema.names]
         heldout = context.heldout.to_table(columns=held_columns).to_pylist()
         config = self.params.finetune
@@ -300,6 +317,7 @@ def summarize_arms(plan: dict[str, Any], results: list[dict[str, Any]]) -> dict[
         losses = [r["heldout_loss"] for r in runs]
         entry = {"label": spec["label"], "kind": spec["kind"], "multiple": spec["multiple"],
                  "rows": spec["rows"], "tokens": spec["tokens"], "capped": spec["capped"],
+                 "left_out": spec.get("left_out", 0),
                  "seeds": [r["seed"] for r in runs], "heldout_loss": losses, **closed_loop.summarize(losses),
                  "trained_tokens": [r["trained_tokens"] for r in runs], "steps": [r["steps"] for r in runs],
                  "train_seconds": [r["train_seconds"] for r in runs],
@@ -320,7 +338,7 @@ def summarize_arms(plan: dict[str, Any], results: list[dict[str, Any]]) -> dict[
     return {
         "arms": arms, "paired": arms["selection"]["vs_random"],
         "data_efficiency": closed_loop.data_efficiency(arms["selection"]["mean"], points),
-        "budget_tokens": plan["budget"], "match_on": plan["match_on"],
+        "budget_tokens": plan["budget"], "match_on": plan["match_on"], "leak": plan.get("leak"),
         "seconds": round(unit_seconds, 3), "train_and_measure_seconds": round(work_seconds, 3),
         "overhead_share": round((unit_seconds - work_seconds) / unit_seconds, 4) if unit_seconds else None,
     }

@@ -13,6 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
+from curate.leaks import Leak, act_on, find_leaks
 from curate.models.finetune import FinetuneConfig, finetune
 from curate.models.locate import named_model_identity
 from curate.stages.base import ArtifactStage, Params, Resources, StageContext, register
@@ -21,7 +25,10 @@ TRAINING_COLUMNS = ("text", "prompt", "response", "messages")
 
 
 class FinetuneParams(FinetuneConfig, Params):
-    """The fine-tuning configuration (see `FinetuneConfig`) as stage parameters."""
+    """The fine-tuning configuration (see `FinetuneConfig`) as stage parameters, and what to do with training rows
+    that repeat held-out rows (`leak`, `curate.leaks`)."""
+
+    leak: Leak = "exclude"
 
 
 @register
@@ -41,15 +48,27 @@ class Finetune(ArtifactStage):
     def models(self) -> dict[str, str]:
         return {"model": self.params.model} if self.params.model else {}
 
+    def files(self) -> dict[str, str]:
+        return {"tokenizer": self.params.tokenizer} if self.params.tokenizer else {}
+
     def fingerprint_extra(self) -> dict[str, Any]:
         return {"model": named_model_identity(self.params.model)} if self.params.model else {}
 
     def build(self, context: StageContext, out_dir: Path) -> dict[str, Any]:
         columns = [c for c in TRAINING_COLUMNS if c in context.input.schema.names]
-        rows = context.input.to_table(columns=columns).to_pylist()
-        heldout = None
+        table = context.input.to_table(columns=columns)
+        heldout, leak = None, None
         if context.heldout is not None:
             held_columns = [c for c in TRAINING_COLUMNS if c in context.heldout.schema.names]
             heldout = context.heldout.to_table(columns=held_columns).to_pylist()
-        config = FinetuneConfig.model_validate(self.params.model_dump())
-        return finetune(rows, out_dir, config, heldout=heldout, name=context.label)
+            check = find_leaks({context.input_labels[0] if context.input_labels else "input": context.input},
+                               context.heldout)
+            act_on(check, self.params.leak, context.label)
+            if self.params.leak == "exclude" and check.rows():
+                keep = np.ones(table.num_rows, bool)
+                keep[next(iter(check.positions.values()))] = False
+                table = table.filter(pa.array(keep))
+            leak = check.record(self.params.leak)
+        config = FinetuneConfig.model_validate(self.params.model_dump(exclude={"leak"}))
+        metrics = finetune(table.to_pylist(), out_dir, config, heldout=heldout, name=context.label)
+        return {**metrics, "leak": leak} if leak is not None else metrics

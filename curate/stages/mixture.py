@@ -105,6 +105,7 @@ def part_copies(units: np.ndarray, per_pass: np.ndarray, target: float, max_repe
 @register
 class Mixture(GlobalStage):
     name = "mixture"
+    selection_reasons = ("not_sampled", "zero_weight")
     Params = MixtureParams
     inputs = "many"
     output = "rows_added"

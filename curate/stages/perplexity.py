@@ -146,6 +146,7 @@ def perplexity_select(ppl: np.ndarray, mode: Mode, *, min_ppl: float | None = No
 @register
 class Perplexity(GlobalStage):
     name = "perplexity"
+    selection_reasons = ("not_selected", "ppl_above_p", "ppl_below_p", "ppl_bucket_")
     Params = PerplexityParams
     adds = ("ppl",)
     report_score = "ppl"

@@ -32,7 +32,7 @@ def run(tmp_path: Path, name: str, engine: dict) -> Path:
 def rows(run_dir: Path) -> dict[str, list[dict]]:
     out = {}
     for kind in ("stages", "rejected"):
-        for folder in sorted((run_dir / kind).iterdir()):
+        for folder in sorted(f for f in (run_dir / kind).iterdir() if not f.name.endswith(".meta")):
             table = Dataset.open(folder).to_table()
             out[f"{kind}/{folder.name}"] = sorted(table.to_pylist(), key=lambda r: (r["id"], str(r.get("reason"))))
     return out

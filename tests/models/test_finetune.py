@@ -17,6 +17,7 @@ import pytest
 import torch
 from curate.kernels.common import IGNORE_INDEX
 
+from curate.io.mapping import completion_prompt
 from curate.models.finetune import FinetuneConfig, finetune, micro_batches
 from curate.models.lm_head import split_head
 from curate.models.lm_train import LMTrainConfig, load_causal_lm, start_token_id, train_lm
@@ -89,7 +90,7 @@ def test_only_response_tokens_are_supervised_and_prompt_labels_change_no_gradien
     examples, skipped = encode_examples(rows, tokenizer, 256, start, None)
     assert skipped == 0
     for row, ex in zip(rows, examples, strict=True):
-        prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        prompt = tokenizer(completion_prompt(row["prompt"]), add_special_tokens=False)["input_ids"]
         assert not ex.supervised[: 1 + len(prompt)].any() and ex.supervised[1 + len(prompt):].all()
     head = split_head(model, tokenizer, "base", start)
 
@@ -104,7 +105,7 @@ def test_only_response_tokens_are_supervised_and_prompt_labels_change_no_gradien
     # the loss is the scorer's response-only NLL (tested against plain Hugging Face elsewhere)
     from curate.models.lm_scorer import LMScorer
 
-    scored = LMScorer(base, device="cpu").score(prompts=[r["prompt"] for r in rows],
+    scored = LMScorer(base, device="cpu").score(prompts=[completion_prompt(r["prompt"]) for r in rows],
                                                responses=[r["response"] for r in rows])
     assert loss == pytest.approx(float(scored.sum.sum()), rel=1e-4)
     # labels at prompt positions, whatever they are, are masked by the loss mask before the loss sees them

@@ -34,9 +34,10 @@ def test_text_pairs_and_chats_without_a_template(tokenizer):
     text, pair, conversation = examples
     assert text.ids.tolist() == [0, *ids(tokenizer, "a b c"), 0] and text.supervised.tolist() == [False] + [True] * (
         len(text) - 1)
-    prompt, response = ids(tokenizer, row["prompt"]), ids(tokenizer, row["response"])
-    assert pair.ids.tolist() == [0, *prompt, *response, 0]
-    assert pair.supervised.tolist() == [False] * (1 + len(prompt)) + [True] * (len(response) + 1)
+    # the prompt, the blank line curate puts before a response, the response: tokenised whole, as TRL does
+    prompt, whole = ids(tokenizer, row["prompt"] + "\n\n"), ids(tokenizer, row["prompt"] + "\n\n" + row["response"])
+    assert pair.ids.tolist() == [0, *whole, 0] and whole[:len(prompt)] == prompt
+    assert pair.supervised.tolist() == [False] * (1 + len(prompt)) + [True] * (len(whole) - len(prompt) + 1)
     # every assistant turn's content is supervised, nothing else (and the end token after the last one)
     supervised = tokenizer.decode(conversation.ids[conversation.supervised][:-1].tolist())
     assert supervised == "Yes." + row["response"] and conversation.supervised[-1]
@@ -57,7 +58,7 @@ def test_chats_with_a_template_supervise_exactly_the_assistant_turns(tokenizer):
 
 
 def test_truncation_keeps_the_start_and_skips_rows_with_nothing_to_learn(tokenizer):
-    prompt = len(ids(tokenizer, GSM[1]["prompt"]))
+    prompt = len(ids(tokenizer, GSM[1]["prompt"] + "\n\n"))
     examples, skipped = encode_examples([GSM[1], GSM[1]], tokenizer, prompt + 1, 0, 0)
     assert examples == [] and skipped == 2  # start + prompt fill the window: no response token left
     (cut,), _ = encode_examples([GSM[1]], tokenizer, prompt + 5, 0, 0)

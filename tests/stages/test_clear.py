@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from curate.clear import drop_mask, observed_consistency, rank_normalised, reflection_certainty, rouge_l
 from curate.config import parse_config
-from curate.dataset import Dataset
+from curate.dataset import Dataset, side_path
 from curate.generation.sampling import Completion
 from curate.runner import run_pipeline
 from curate.stages.clear import Clear
@@ -150,7 +150,7 @@ def test_clear_through_the_runner_with_a_real_model(arithmetic_lm, tmp_path):
     for row in changed:
         assert row["response"] != row["response_original"] and row["correction_confidence"] >= 0.5
         assert row["text"] == f"{row['prompt']}\n\n{row['response']}"
-    report = json.loads(next((tmp_path / "run" / "stages").glob("01-clear/clear.json")).read_text())
+    report = json.loads(side_path(tmp_path / "run" / "stages" / "01-clear", "clear.json").read_text())
     assert report["dropped"] == 6 and report["corrected"] == len(changed)
     stores = {p.name.split("-")[0] for p in (tmp_path / "run" / "models").rglob("generations/*.jsonl")}
     assert stores == {"consistency", "correction"}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from curate.config import parse_config
-from curate.dataset import Dataset
+from curate.dataset import Dataset, manifest_path, side_path
 from curate.runner import run_pipeline
 from curate.sql import query
 from curate.stages.diversity import KMeansDiversityParams
@@ -92,14 +92,14 @@ def test_rounds_through_the_runner_report_weights_and_sql(tmp_path, monkeypatch)
     kept = Dataset.open(tmp_path / "iter" / "stages" / "02-kmeans_diversity").to_table()
     assert sorted(set(kept.column("kmq_round").to_pylist())) == [0, 1]
     assert kept.column("kmq_round").to_pylist().count(0) == 16  # 4 per cluster
-    report = json.loads((tmp_path / "iter" / "stages" / "02-kmeans_diversity" / "rounds.json").read_text())
+    report = json.loads(side_path(tmp_path / "iter" / "stages" / "02-kmeans_diversity", "rounds.json").read_text())
     weights = report["rounds"][1]["weights"]
     assert sorted(weights)[-1] == pytest.approx(math.exp(2) / (math.exp(2) + 3))
     rounds = query(tmp_path / "iter", "SELECT round, cluster, weight, picked FROM kmeans_diversity_rounds "
                                       "ORDER BY cluster").to_pylist()
     assert len(rounds) == 4 and sum(r["picked"] for r in rounds) == 16
     assert [r["weight"] for r in rounds] == pytest.approx(weights)
-    manifest = json.loads((tmp_path / "iter" / "stages" / "02-kmeans_diversity" / "_manifest.json").read_text())
+    manifest = json.loads(manifest_path(tmp_path / "iter" / "stages" / "02-kmeans_diversity").read_text())
     summary = manifest["stats"]["decision"]["rounds"]
     assert [r["round"] for r in summary] == [0, 1] and summary[1]["trained_on"] == 16
     assert summary[1]["weights"] == pytest.approx(weights, abs=1e-4)

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from curate.config import parse_config
-from curate.dataset import Dataset
+from curate.dataset import Dataset, side_path
 from curate.errors import ConfigError, CurateError
 from curate.export import export_step
 from curate.runner import run_pipeline
@@ -46,7 +46,7 @@ def mixture_dir(run: Path) -> Path:
 
 
 def report(run: Path) -> dict:
-    return json.loads((mixture_dir(run) / "mixture.json").read_text())
+    return json.loads(side_path(mixture_dir(run), "mixture.json").read_text())
 
 
 def test_three_parts_get_their_token_shares_within_one_row(tmp_path):

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate.config import load_config
-from curate.dataset import Dataset
+from curate.dataset import Dataset, side_path
 from curate.runner import run_pipeline
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -54,7 +54,7 @@ def test_domain_warmup_picks_the_target_family_and_beats_random(tmp_path: Path) 
     assert medical(got_d) >= 70 and medical(got_d) / len(got_d) >= 7 * base  # measured 79 of 90: 0.36 vs 0.041
     assert medical(dsir) / len(dsir) >= 3 * base  # measured 47: 0.22
     assert np.mean([i in subjects for i in dsir]) >= 0.9  # MMLU questions of any subject (measured 209 of 218)
-    report = json.loads(next(stages.glob("*-got_d")).joinpath("sinkhorn.json").read_text())
+    report = json.loads(side_path(next(stages.glob("*-got_d")), "sinkhorn.json").read_text())
     assert report["converged"]
     results = json.loads((tmp_path / "run" / "eval" / "evaluate" / "results.json").read_text())
     assert results["paired"]["excludes_zero"] and results["paired"]["ci95"][1] < 0  # the mixture beats random
