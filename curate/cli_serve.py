@@ -33,7 +33,7 @@ def server(
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or shutil.which("prefect")
     if prefect is None:
         _fail("the `prefect` command is not installed in this environment")
-    env = {**QUIET, **os.environ}
+    env = {**QUIET, **os.environ, "PREFECT_UI_API_URL": f"http://{host}:{port}/api"}  # the UI calls this port
     if not ui:
         env["PREFECT_SERVER_UI_ENABLED"] = "false"
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -249,6 +249,10 @@ def _graph_problems(specs: list[StageSpec]) -> list[str]:
             problems.append(f"stages[{spec.index - 1}].{spec.name}.label: {spec.label!r} is already the label of "
                             f"stages[{labels[spec.label].index - 1}]; labels must be unique")
         labels.setdefault(spec.label, spec)
+    for spec in specs:  # a step's `<label>_all` SQL view must not be another step's name
+        if spec.label.endswith("_all") and spec.label.removesuffix("_all") in labels | {INGEST: None}:
+            problems.append(f"stages[{spec.index - 1}].{spec.name}.label: {spec.label!r} is the name of step "
+                            f"{spec.label.removesuffix('_all')!r}'s SQL view of all its rows; choose another")
     with_rows = [INGEST] + [s.label for s in specs if REGISTRY[s.name].output != "artifacts"]
     for spec in specs:
         allowed = ", ".join(label for label in with_rows if label != spec.label)
@@ -342,6 +346,31 @@ def _check_paths(config: PipelineConfig) -> list[str]:
     return problems
 
 
+def _check_output(config: PipelineConfig) -> list[str]:
+    """The output is a new or empty folder or a run of curate's, and no input reads the folder it would be in."""
+    from curate.runlock import output_problem
+
+    out = config.output_dir().absolute()
+    problems = [p] if (p := output_problem(out)) is not None else []
+    named = [(f"inputs[{i}]", s) for i, s in enumerate(config.inputs)]
+    named += [("target", t) for t in config.targets()]
+    if isinstance(config.heldout, InputSpec):
+        named.append(("heldout", config.heldout))
+    for where, spec in named:
+        for pattern in spec.paths():
+            resolved = Path(config.resolve(pattern)).absolute()
+            if resolved.is_dir():
+                read = resolved  # a folder input reads every file below it
+            elif "**" in pattern:
+                read = Path(str(resolved).split("**")[0].rstrip("/\\") or "/")  # so does a recursive glob
+            else:
+                continue
+            if out == read or read in out.parents:
+                problems.append(f"output: {str(out)!r} is inside {str(read)!r}, which {where}.path reads: the next "
+                                "run would ingest its own shards; put the output elsewhere")
+    return problems
+
+
 def parse_config(data: Any, base_dir: str | Path = ".", output: str | None = None) -> PipelineConfig:
     """Validate a config mapping. Raises ConfigError listing every problem found."""
     if not isinstance(data, dict):
@@ -375,6 +404,7 @@ def parse_config(data: Any, base_dir: str | Path = ".", output: str | None = Non
         stage = REGISTRY[spec.name](spec.params)
         problems += _stage_needs(f"stages[{spec.index - 1}].{spec.name}", stage, config)
     problems += _check_paths(config)
+    problems += _check_output(config)
     if problems:
         raise ConfigError(problems)
     if config.heldout is None and config.target is not None and any(
@@ -391,11 +421,42 @@ def load_config(path: str | Path, output: str | None = None) -> PipelineConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if (nodes := yaml_nodes(text)) > MAX_YAML_NODES:  # aliases of aliases (a "billion laughs"): refused
+            raise ConfigError(f"{path}: its aliases expand to {nodes:,} values (at most {MAX_YAML_NODES:,}); a "
+                              "config that large is not a config")
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     return parse_config(data, base_dir=path.resolve().parent, output=output)
+
+
+MAX_YAML_NODES = 1_000_000
+
+
+def yaml_nodes(text: str) -> int:
+    """How many values a YAML document holds once its aliases are expanded, counted from its events (nothing is
+    expanded): every alias counts the size of the node it names."""
+    sizes: dict[str, int] = {}
+    stack: list[list[Any]] = [[None, 0]]  # per open collection: its anchor, its expanded size so far
+    for event in yaml.parse(text):
+        if isinstance(event, yaml.AliasEvent):
+            stack[-1][1] += sizes.get(event.anchor, 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            stack[-1][1] += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            stack.append([event.anchor, 1])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = stack.pop()
+            if anchor:
+                sizes[anchor] = size
+            stack[-1][1] += size
+        if stack[0][1] > MAX_YAML_NODES or (len(stack) > 1 and stack[-1][1] > MAX_YAML_NODES):
+            return max(stack[0][1], stack[-1][1])
+    return stack[0][1]
 
 
 def resolved_config(config: PipelineConfig) -> dict[str, Any]:

@@ -112,8 +112,16 @@ def rejected_rows(rows: pa.Table, stage: str, reason: pa.Array, score: pa.Array 
     }
     meta.update(details or {})
     table = pa.table(meta)
+    taken = set(meta) | set(rows.column_names)
     for name, column in zip(rows.column_names, rows.columns, strict=True):
-        table = table.append_column(f"{name}_original" if name in meta else name, column)
+        if name in meta:  # its value kept under `<name>_original` (`_original_1`, ... if the row has that too)
+            renamed, k = f"{name}_original", 0
+            while renamed in taken:
+                k += 1
+                renamed = f"{name}_original_{k}"
+            taken.add(renamed)
+            name = renamed
+        table = table.append_column(name, column)
     return table
 
 

@@ -133,9 +133,15 @@ def export_step(run_dir: str | Path, label: str, out_dir: str | Path, fmt: str =
     """Write step `label` of a run to `out_dir`; returns (folder, record shape(s), rows)."""
     if fmt not in FORMATS:
         raise CurateError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    from curate.runlock import run_lock
+
+    with run_lock(run_dir, "curate export"):  # never a step that a run is rewriting
+        return _export(run_dir, label, Path(out_dir), fmt, shape)
+
+
+def _export(run_dir: str | Path, label: str, out: Path, fmt: str, shape: Shape) -> tuple[Path, str, int]:
     dataset = step_rows(run_dir, label)
     shapes = pick_shapes(dataset, shape)
-    out = Path(out_dir)
     if fmt == "hf" and out.exists() and any(out.iterdir()):
         raise CurateError(f"--format hf writes a `datasets` folder: {str(out)!r} must be a new or empty folder "
                           "(curate never writes into a folder of other files)")

@@ -11,13 +11,14 @@ from collections.abc import Mapping, Sequence
 INGEST = "ingest"
 # Names the SQL views and run folders already use: a step cannot take them.
 RESERVED = frozenset({"target", "heldout", "rejected", "final", "manifest", "steps"})
-LABEL_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LABEL_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # ASCII, at most 64: folder, view and file names
 
 
 def label_problem(label: object) -> str | None:
     """Why a label cannot name a step (None when it can)."""
-    if not isinstance(label, str) or not LABEL_PATTERN.match(label):
-        return f"a label is letters, digits and '_' (not starting with a digit), got {label!r}"
+    if not isinstance(label, str) or not LABEL_PATTERN.fullmatch(label):
+        shown = repr(label)[:80] + ("..." if len(repr(label)) > 80 else "")
+        return f"a label is 1 to 64 ASCII letters, digits and '_' (not starting with a digit), got {shown}"
     if label in RESERVED or label == INGEST:
         return f"{label!r} is reserved (reserved: {', '.join(sorted(RESERVED | {INGEST}))})"
     return None

@@ -13,6 +13,7 @@ def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # labels are data (a source may be `$\\frac{a}{$`), not TeX
     import matplotlib.pyplot as plt
 
     return plt

@@ -277,10 +277,17 @@ def _warnings(run: Path) -> str:
 
 
 def build_report(run_dir: str | Path) -> Path:
-    """Write `report.html` into the run directory; returns its path."""
+    """Write `report.html` into the run directory (holding the run's lock: not while a run writes it); returns its
+    path."""
+    from curate.runlock import run_lock
+
+    with run_lock(run_dir, "curate report"):
+        return _build_report(Path(run_dir))
+
+
+def _build_report(run: Path) -> Path:
     from curate.sql import connect
 
-    run = Path(run_dir)
     steps = summarize_run(run)
     con = connect(run)
     try:

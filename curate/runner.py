@@ -41,7 +41,7 @@ from curate.dataset import (
 from curate.drops import drop_warning
 from curate.errors import CurateError
 from curate.executors import Executor, ThreadExecutor
-from curate.hashing import canonical_json, fingerprint
+from curate.hashing import canonical_json, file_sha256, fingerprint
 from curate.heldout import exclude_heldout, split_heldout
 from curate.inputs import StepInput
 from curate.io.ingest import make_ids_unique
@@ -49,6 +49,7 @@ from curate.plan import Plan, Step, plan_run
 from curate.progress import progress
 from curate.reuse import drop_previous, previous_dir, set_aside, write_record
 from curate.rundir import TABLES, RunDir
+from curate.runlock import claim, run_lock
 from curate.stages import REGISTRY
 from curate.stages.base import Stage
 from curate.stages.decision import PARENT_ID
@@ -93,6 +94,16 @@ class StepResult:
     metrics: dict[str, Any] = field(default_factory=dict)  # artifact steps
 
 
+def _written_by_curate(path: Path) -> bool:
+    """Whether a folder under a run's stages/, rejected/, models/, eval/ or scores/ is curate's: a dataset or its
+    `.meta` folder, an artifact folder (its manifest, or the marker of an unfinished build), or a folder named by a
+    stored key (`<label>-<16 hex digits>`)."""
+    if path.name.endswith(META):
+        return any((path / name).exists() for name in (MANIFEST, "_pending.json", RECEIPTS, WORK))
+    return (Dataset.exists(path) or (meta_dir(path) / "_pending.json").is_file() or (path / ARTIFACT_MANIFEST).is_file()
+            or (path / "_pending.json").is_file() or re.fullmatch(r".+-[0-9a-f]{16}", path.name) is not None)
+
+
 def _label_of(name: str) -> str:
     """The stage label of a `scores/` or `models/` folder name: `<label>-<16 hex digits of key>`, or `<label>`."""
     return name[:-17] if re.fullmatch(r".+-[0-9a-f]{16}", name) else name
@@ -112,6 +123,11 @@ class Runner:
     # ------------------------------------------------------------ running
 
     def run(self) -> list[StepResult]:
+        claim(self.run_dir.root)  # a new, empty or curate's own folder (curate.runlock)
+        with run_lock(self.run_dir.root, f"curate run {self.config.name}"):
+            return self._run()
+
+    def _run(self) -> list[StepResult]:
         run = self.run_dir
         run.write_config(resolved_config(self.config))
         self._remove_stale_outputs()
@@ -139,9 +155,13 @@ class Runner:
                                     (run.scores, _label_of, labels), (run.models, _label_of, labels),
                                     (run.eval, _label_of, labels)]:
             for path in folder.glob("*") if folder.is_dir() else []:
-                if path.is_dir() and owner(path.name) not in kept:
-                    log.info("removing %s: not a step of this config", path)
-                    shutil.rmtree(path)
+                if not path.is_dir() or owner(path.name) in kept:
+                    continue
+                if not _written_by_curate(path):
+                    log.warning("left %s: not a step of this config, but not written by curate either", path)
+                    continue
+                log.info("removing %s: not a step of this config", path)
+                shutil.rmtree(path)
         staged = any(s.kind in ("split", "exclude") for s in self.plan.samples)  # the target is read from target_all
         stale = ([run.heldout, run.heldout_rejected] if self.plan.heldout is None else []) + (
             [run.target_all] if not staged else [])
@@ -277,6 +297,8 @@ class Runner:
         work.mkdir(exist_ok=True)
         summaries = self.summary_dir(step)
         summaries.mkdir(parents=True, exist_ok=True)
+        for partial in summaries.glob(".*.tmp-*"):  # what a killed run was writing: never read, now gone
+            partial.unlink(missing_ok=True)
         models = self.run_dir.models / (summaries.name if summaries != work else step.label)
         others = tuple(str(p) for p in sorted(self.run_dir.scores.glob(f"{step.label}-*"))
                        if p.is_dir() and p != summaries) if summaries != work else ()
@@ -330,6 +352,8 @@ class Runner:
         renamed = 0
         if step.kind == "ingest":
             kept, renamed = make_ids_unique(str(step.out_dir), kept)
+            # a run killed after renaming ids left shards whose receipts hold their old sha256: hash what is there
+            kept = [ShardInfo(s.file, s.rows, file_sha256(str(step.out_dir / s.file))) for s in kept]
             rows_kept = sum(s.rows for s in kept)
             schema = None if kept else INGEST_COLUMNS
         else:

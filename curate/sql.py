@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from curate.dataset import Dataset, side_path
 from curate.errors import CurateError
@@ -26,28 +27,45 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _files_sql(files: list[Path]) -> str:
-    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{listed}], union_by_name = true)"
+HIDDEN = "__"  # the parts behind a view made of several datasets: not listed by `.views`
+
+
+def _arrow(dataset: Dataset) -> pads.Dataset | pa.Table:
+    """A dataset's shards as an Arrow dataset with its schema: DuckDB scans it through Arrow, so the connection
+    itself needs no file access (read_only_connection turns it off)."""
+    files = [str(dataset.path / shard) for shard in dataset.shard_names]
+    return pads.dataset(files, schema=dataset.schema, format="parquet") if files else dataset.schema.empty_table()
 
 
 def _add_view(con: duckdb.DuckDBPyConnection, name: str, datasets: list[Dataset]) -> None:
-    files = [d.path / shard for d in datasets for shard in d.shard_names]
-    if files:
-        con.execute(f"CREATE OR REPLACE VIEW {_quote(name)} AS SELECT * FROM {_files_sql(files)}")
-    else:  # an empty dataset still has its schema
-        empty = datasets[0].schema.empty_table() if datasets else pa.table({"stage": pa.array([], pa.string())})
-        con.register(name, empty)
+    """A view of one dataset, or of several with their columns unified by name."""
+    if len(datasets) == 1:
+        con.register(name, _arrow(datasets[0]))
+        return
+    if not datasets:
+        con.register(name, pa.table({"stage": pa.array([], pa.string())}))
+        return
+    _add_union(con, name, [(d, "") for d in datasets])
+
+
+def _add_union(con: duckdb.DuckDBPyConnection, name: str, parts: list[tuple[Dataset, str]]) -> None:
+    """`name` = the parts' rows, columns unified by name; each part may add select items (`, true AS kept`)."""
+    selects = []
+    for k, (dataset, extra) in enumerate(parts):
+        hidden = f"{HIDDEN}{name}_{k}"
+        con.register(hidden, _arrow(dataset))
+        selects.append(f"SELECT *{extra} FROM {_quote(hidden)}")
+    con.execute(f"CREATE OR REPLACE VIEW {_quote(name)} AS " + " UNION ALL BY NAME ".join(selects))
 
 
 def _add_all_view(con: duckdb.DuckDBPyConnection, name: str, kept: Dataset, rejected: Dataset | None) -> None:
-    parts = [(kept, "true")] + ([(rejected, "false")] if rejected is not None else [])
-    selects = [f"SELECT *, {flag} AS kept FROM {_files_sql([d.path / s for s in d.shard_names])}"
-               for d, flag in parts if d.shard_names]
-    if selects:
-        con.execute(f"CREATE OR REPLACE VIEW {_quote(name)} AS " + " UNION ALL BY NAME ".join(selects))
-    else:
-        con.register(name, kept.schema.append(pa.field("kept", pa.bool_())).empty_table())
+    """A step's kept and dropped rows with a boolean `kept` (a column of the data named `kept` shows as
+    `kept_original`)."""
+    parts = []
+    for dataset, flag in [(kept, "true"), *([(rejected, "false")] if rejected is not None else [])]:
+        rename = " RENAME (kept AS kept_original)" if "kept" in dataset.schema.names else ""
+        parts.append((dataset, f"{rename}, {flag} AS kept"))
+    _add_union(con, name, parts)
 
 
 def _steps_table(steps: list[StepSummary]) -> pa.Table:
@@ -87,8 +105,7 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
             rejected = Dataset.open(step.rejected) if step.rejected else None
             _add_all_view(con, f"{step.label}_all", kept, rejected)
             for table in sorted(side_path(step.rows, TABLES).glob("*.parquet")):  # a decision's own tables
-                con.execute(f"CREATE OR REPLACE VIEW {_quote(step.label + '_' + table.stem)} AS "
-                            f"SELECT * FROM {_files_sql([table])}")
+                con.register(f"{step.label}_{table.stem}", pads.dataset(str(table), format="parquet"))
     rows_steps = [s for s in graph if s.rows is not None and s.artifacts is None]
     if rows_steps:
         _add_view(con, "final", [Dataset.open(rows_steps[-1].rows)])
@@ -119,11 +136,19 @@ def check_read_only(sql: str) -> None:
                               f"{', '.join(sorted(READ_ONLY))}); to write rows elsewhere use `curate export`")
 
 
+LOCKED = ("SET python_enable_replacements = false", "SET autoinstall_known_extensions = false",
+          "SET autoload_known_extensions = false", "SET enable_external_access = false",
+          "SET lock_configuration = true")
+
+
 def read_only_connection(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
-    """`connect`, with DuckDB's configuration locked: a statement cannot turn settings (or external access) back
-    on. Run statements on it through `read_only_sql`."""
+    """`connect`, then read-only by construction: the views read the run through Arrow, and the connection itself
+    may touch no file (no COPY, EXPORT/IMPORT, ATTACH, INSTALL, `read_csv` of any path), load no extension and
+    see no Python variable; its configuration is locked, so no statement can turn that back. Run statements on it
+    through `read_only_sql`."""
     con = connect(run_dir)
-    con.execute("SET lock_configuration = true")
+    for setting in LOCKED:
+        con.execute(setting)
     return con
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from curate.errors import CurateError
-from curate.sql import read_only_connection, read_only_sql
+from curate.sql import HIDDEN, read_only_connection, read_only_sql
 
 PROMPT, MORE = "curate> ", "   ...> "
 HELP = """Statements end with ';' (SELECT, DESCRIBE, SUMMARIZE, EXPLAIN, PRAGMA; the run is read-only).
@@ -48,7 +48,7 @@ class SqlShell:
 
     def views(self) -> list[str]:
         return [name for (name,) in self.con.sql("SELECT table_name FROM information_schema.tables "
-                                                 "ORDER BY table_name").fetchall()]
+                                                 "ORDER BY table_name").fetchall() if not name.startswith(HIDDEN)]
 
     def handle(self, line: str) -> bool:
         """Take one typed line; False when the session should end."""

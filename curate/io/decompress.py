@@ -15,6 +15,8 @@ from typing import Any, BinaryIO
 
 READ_BYTES = 1 << 18
 FEED_BYTES = 1 << 14  # the codec is fed this much at a time: corrupt data loses at most this much before it
+ZSTD_FEED_BYTES = 1 << 8  # zstd has no output bound: a small piece (at most 64 run-length blocks: 8 MB) instead
+OUT_BYTES = 1 << 24  # the most one call decompresses: a bomb (1 GB of zeros in 1 MB) is delivered a piece at a time
 
 
 @dataclass(frozen=True)
@@ -72,27 +74,41 @@ class DecompressedStream:
         self._compressed = 0  # bytes read from the file
         self._delivered = 0
         self._finished = False
+        self._input = b""  # bytes read from the file, not yet fed to the codec
+        self._draining = False  # the codec holds output it has not given yet (bz2)
 
     def _fill(self) -> None:
-        """Decompress the next piece of the file into the pending bytes (or finish)."""
-        data = self._file.read(READ_BYTES)
-        self._compressed += len(data)
-        if not data:  # an empty file is an empty input, not a damaged one
-            self._finish(truncated=self._compressed > 0 and not self._codec.eof)
-            return
-        for start in range(0, len(data), FEED_BYTES):
-            piece = data[start:start + FEED_BYTES]
-            try:
-                while piece:
-                    self._pending += self._codec.decompress(piece)
-                    if not self._codec.eof:
-                        break
-                    piece = self._codec.unused_data  # the next member of a multi-member file
-                    self._codec = _decompressor(self.compression) if piece.strip(b"\0") else _EndOfStream()
-            except self._errors as error:
-                self._compressed += start - len(data)  # where the bad piece starts
-                self._finish(truncated=False, detail=str(error))
+        """Decompress the next piece of the file into the pending bytes (at most OUT_BYTES), or finish."""
+        if not self._input and not self._draining:
+            data = self._file.read(READ_BYTES)
+            self._compressed += len(data)
+            if not data:  # an empty file is an empty input, not a damaged one
+                self._finish(truncated=self._compressed > 0 and not self._codec.eof)
                 return
+            self._input = data
+        feed = ZSTD_FEED_BYTES if self.compression == "zstd" else FEED_BYTES
+        piece = b"" if self._draining else self._input[:feed]
+        self._input = self._input if self._draining else self._input[feed:]
+        try:
+            self._pending += self._bounded(piece)
+            if self._codec.eof:  # the next member of a multi-member file
+                rest = self._codec.unused_data + self._input
+                self._codec = _decompressor(self.compression) if rest.strip(b"\0") else _EndOfStream()
+                self._input, self._draining = rest, False
+        except self._errors as error:
+            self._compressed -= len(self._input) + len(piece)  # where the bad piece starts
+            self._finish(truncated=False, detail=str(error))
+
+    def _bounded(self, piece: bytes) -> bytes:
+        """One decompression call that gives at most OUT_BYTES; input it could not take goes back in front."""
+        if isinstance(self._codec, _EndOfStream) or self.compression == "zstd":
+            return self._codec.decompress(piece)
+        out = self._codec.decompress(piece, OUT_BYTES)
+        if self.compression == "gzip":
+            self._input = self._codec.unconsumed_tail + self._input
+        else:  # bz2 keeps the rest of its output inside until asked again
+            self._draining = not self._codec.needs_input and not self._codec.eof
+        return out
 
     def _finish(self, truncated: bool, detail: str = "") -> None:
         self._finished = True

@@ -1,13 +1,13 @@
 """Readers: one input file -> chunks of Arrow rows plus the records that could not be read.
 
-Fast paths use Arrow's C++ readers on large blocks. When a JSON Lines block fails (a malformed line,
-invalid UTF-8, a field whose type changes), only that block is re-read line by line, so each bad
-record becomes a `BadRecord` with its line number and the rest of the block is kept.
+Fast paths use Arrow's C++ readers on large blocks (JSON Lines and JSON arrays: `curate.io.json_lines`). Every
+chunk is cleaned the same way (`clean_columns`): repeated column names get `_1`, `_2`, ...; view, large and
+dictionary-encoded columns become plain ones; rows whose strings are not valid UTF-8 are rejected as
+`undecodable_bytes`. Parquet files are read row group by row group, so a broken group costs only its own rows.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +18,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
-import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from curate.io.decompress import DecompressedStream
@@ -81,75 +80,6 @@ def decode_utf8(column: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarra
         return pa.array(out, pa.string()), bad
 
 
-# ---------------------------------------------------------------- JSON Lines
-
-
-def _line_layout(block: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Start offsets of all lines in `block`, and which of them hold more than white space."""
-    arr = np.frombuffer(block, np.uint8)
-    newlines = np.flatnonzero(arr == 10)
-    starts = np.concatenate([[0], newlines + 1])
-    ends = np.concatenate([newlines, [len(arr)]])
-    if starts[-1] == len(arr):  # the block ends with a newline: no trailing partial line
-        starts, ends = starts[:-1], ends[:-1]
-    solid = ~np.isin(arr, (9, 10, 13, 32))
-    counts = np.concatenate([[0], np.cumsum(solid, dtype=np.int64)])
-    return starts, (counts[ends] - counts[starts]) > 0
-
-
-def wrong_type(record: dict, typed: TypedFields) -> str | None:
-    """The contract name of the first mapped field whose value has the wrong type, if any."""
-    return next((name for column, (name, kind) in typed.items()
-                 if record.get(column) is not None and not isinstance(record[column], kind)), None)
-
-
-def _slow_jsonl(lines: list[bytes], numbers: np.ndarray, rows: np.ndarray,
-                typed: TypedFields) -> tuple[pa.Table, np.ndarray, np.ndarray, list[BadRecord]]:
-    records, keep_rows, keep_lines, bad = [], [], [], []
-    for raw, line_no, row in zip(lines, numbers.tolist(), rows.tolist(), strict=True):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            bad.append(BadRecord("undecodable_bytes", row, line_no, raw.decode("utf-8", "replace")))
-            continue
-        try:
-            record = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            bad.append(BadRecord("malformed_json", row, line_no, text))
-            continue
-        if not isinstance(record, dict):
-            bad.append(BadRecord("not_an_object", row, line_no, text))
-            continue
-        wrong = wrong_type(record, typed)
-        if wrong:
-            bad.append(BadRecord(f"wrong_type:{wrong}", row, line_no, text))
-            continue
-        records.append(record)
-        keep_rows.append(row)
-        keep_lines.append(line_no)
-    return (records_to_table(records), np.array(keep_rows, np.int64),
-            np.array(keep_lines, np.int64), bad)
-
-
-def _jsonl_block(block: bytes, first_line: int, first_row: int, typed: TypedFields) -> Chunk:
-    starts, solid = _line_layout(block)
-    numbers = first_line + np.flatnonzero(solid)
-    rows = first_row + np.arange(int(solid.sum()), dtype=np.int64)
-    try:
-        block.decode("utf-8")  # Arrow replaces invalid bytes silently; we want to reject them
-        longest = int(np.diff(np.append(starts, len(block))).max()) if len(starts) else 0
-        options = pjson.ReadOptions(block_size=max(1 << 20, longest + 16))
-        table = pjson.read_json(io.BytesIO(block), read_options=options)
-        if table.num_rows != len(rows):
-            raise pa.ArrowInvalid("row count differs from line count")
-        return Chunk(table, rows, numbers)
-    except (UnicodeDecodeError, pa.ArrowInvalid):
-        ends = np.append(starts[1:], len(block))
-        lines = [block[s:e].rstrip(b"\r\n") for s, e, ok in zip(starts, ends, solid, strict=True) if ok]
-        table, kept_rows, kept_lines, bad = _slow_jsonl(lines, numbers, rows, typed)
-        return Chunk(table, kept_rows, kept_lines, bad)
-
-
 def open_bytes(unit: InputUnit) -> Any:
     """The file's bytes as a stream; a compressed file's damage is on the stream's `damage` at its end."""
     if unit.compression:
@@ -166,63 +96,87 @@ def damage_record(unit: InputUnit, stream: Any, row: int, line: int | None) -> l
     return [BadRecord(damage.reason, row, line, damage.describe(unit.path))]
 
 
-def read_jsonl(unit: InputUnit, typed: TypedFields, data: bytes | None = None) -> Iterator[Chunk]:
-    stream = open_bytes(unit) if data is None else io.BytesIO(data)
-    carry, line_no, row_no = b"", 1, 0
-    while True:
-        data_block = stream.read(BLOCK_BYTES)
-        buf = carry + data_block
-        if data_block:
-            cut = buf.rfind(b"\n") + 1
-            if cut == 0:
-                carry = buf
-                continue
-            block, carry = buf[:cut], buf[cut:]
-        else:
-            block, carry = buf, b""
-        if block:
-            chunk = _jsonl_block(block, line_no, row_no, typed)
-            line_no += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-            row_no += len(chunk.row) + len(chunk.bad)
-            yield chunk
-        if not data_block:
-            if data is None and (bad := damage_record(unit, stream, row_no, line_no)):
-                yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=bad)
-            return
+def wrong_type(record: dict, typed: TypedFields) -> str | None:
+    """The contract name of the first mapped field whose value has the wrong type, if any."""
+    return next((name for column, (name, kind) in typed.items()
+                 if record.get(column) is not None and not isinstance(record[column], kind)), None)
 
 
 # ---------------------------------------------------------------- other formats
 
 
-def read_json(unit: InputUnit, typed: TypedFields, batch_rows: int) -> Iterator[Chunk]:
-    """A `.json` file: a JSON array of objects, or (when it does not start with '[') JSON Lines."""
-    stream = open_bytes(unit)
-    data = stream.read()
-    damaged = damage_record(unit, stream, 0, None)
-    if damaged:
-        yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=damaged)
-    if not data.lstrip().startswith(b"["):
-        yield from read_jsonl(unit, typed, data)
-        return
-    try:
-        records = orjson.loads(data)
-    except orjson.JSONDecodeError as err:
-        yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=[
-            BadRecord("malformed_json", 0, None, f"{err}: {data.decode('utf-8', 'replace')}")])
-        return
-    for start in range(0, len(records), batch_rows):
-        part = records[start:start + batch_rows]
-        good, rows, bad = [], [], []
-        for offset, record in enumerate(part):
-            row = start + offset
-            wrong = isinstance(record, dict) and wrong_type(record, typed)
-            if not isinstance(record, dict) or wrong:
-                reason = f"wrong_type:{wrong}" if wrong else "not_an_object"
-                bad.append(BadRecord(reason, row, None, orjson.dumps(record).decode()))
-            else:
-                good.append(record)
-                rows.append(row)
-        yield Chunk(records_to_table(good), np.array(rows, np.int64), bad=bad)
+def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A view, large or dictionary-encoded column as its plain type (what every later step reads)."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        return _plain(pc.cast(column, kind.value_type))
+    plain = {pa.string_view(): pa.string(), pa.large_string(): pa.string(), pa.binary_view(): pa.binary(),
+             pa.large_binary(): pa.binary()}.get(kind)
+    if plain is not None:
+        try:
+            return pc.cast(column, plain)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # over 2 GB in one chunk: keep the large type
+            return pc.cast(column, pa.large_string()) if pa.types.is_string_view(kind) else column
+    return column
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Column names with repeats made unique: `text`, `text_1`, `text_2`, ..."""
+    out, seen = [], set()
+    for name in names:
+        unique, k = name, 0
+        while unique in seen:
+            k += 1
+            unique = f"{name}_{k}"
+        seen.add(unique)
+        out.append(unique)
+    return out
+
+
+def _empty_struct_inside(kind: pa.DataType) -> bool:
+    """Whether a type holds a struct without fields (JSON's `{}`), which Parquet cannot store."""
+    if pa.types.is_struct(kind):
+        return kind.num_fields == 0 or any(_empty_struct_inside(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _empty_struct_inside(kind.value_type)
+    if pa.types.is_map(kind):
+        return _empty_struct_inside(kind.key_type) or _empty_struct_inside(kind.item_type)
+    return False
+
+
+def as_json_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A column's values as JSON text (nulls stay null)."""
+    return pa.array([None if v is None else orjson.dumps(v).decode() for v in column.to_pylist()], pa.string())
+
+
+def clean_columns(table: pa.Table, first_row: int) -> tuple[pa.Table, list[BadRecord], np.ndarray]:
+    """Unique column names, plain column types, and rows with invalid UTF-8 rejected: (the table, the rejected
+    records, the kept rows' positions in `table`)."""
+    if not table.num_columns:  # records without fields ({}): rows with no columns, rejected later
+        return table, [], np.arange(table.num_rows)
+    table = pa.Table.from_arrays([as_json_text(c) if _empty_struct_inside(c.type) else _plain(c)
+                                  for c in table.columns], names=unique_names(table.column_names))
+    invalid = np.zeros(table.num_rows, bool)
+    for column in table.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid:
+                invalid |= decode_utf8(pc.cast(column, pa.binary()))[1]
+    keep = np.flatnonzero(~invalid)
+    if not invalid.any():
+        return table, [], keep
+    bad = [BadRecord("undecodable_bytes", first_row + int(i), None, repr(_raw_row(table, int(i)))[:1000])
+           for i in np.flatnonzero(invalid)]
+    return table.take(pa.array(keep)), bad, keep
+
+
+def _raw_row(table: pa.Table, i: int) -> dict[str, Any]:
+    row = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        value = column[i]
+        row[name] = pc.cast(value, pa.binary()).as_py() if pa.types.is_string(column.type) else value.as_py()
+    return row
 
 
 def _rebatched(batches: Iterator[pa.RecordBatch], batch_rows: int) -> Iterator[Chunk]:
@@ -230,15 +184,15 @@ def _rebatched(batches: Iterator[pa.RecordBatch], batch_rows: int) -> Iterator[C
     pending, pending_rows, row = [], 0, 0
 
     def flush() -> Chunk:
-        table = pa.Table.from_batches(pending)
-        return Chunk(table, np.arange(row, row + table.num_rows, dtype=np.int64))
+        table, bad, kept = clean_columns(pa.Table.from_batches(pending), row)
+        return Chunk(table, row + kept.astype(np.int64), bad=bad)
 
     for batch in batches:
         pending.append(batch)
         pending_rows += batch.num_rows
         if pending_rows >= batch_rows:
             chunk = flush()
-            row += chunk.table.num_rows
+            row += pending_rows
             pending, pending_rows = [], 0
             yield chunk
     if pending:
@@ -246,8 +200,24 @@ def _rebatched(batches: Iterator[pa.RecordBatch], batch_rows: int) -> Iterator[C
 
 
 def read_parquet(unit: InputUnit, batch_rows: int) -> Iterator[Chunk]:
+    """Row group by row group: a group that cannot be read is one rejected `unreadable_row_group` entry (with its
+    rows' positions and count), and the groups after it are still read."""
     file = pq.ParquetFile(unit.path)
-    yield from _rebatched(file.iter_batches(batch_size=batch_rows), batch_rows)
+    row = 0
+    for group in range(file.num_row_groups):
+        rows = file.metadata.row_group(group).num_rows
+        try:
+            for chunk in _rebatched(file.iter_batches(batch_size=batch_rows, row_groups=[group]), batch_rows):
+                chunk.row += row
+                for record in chunk.bad:
+                    record.row = None if record.row is None else record.row + row
+                yield chunk
+        except (pa.ArrowInvalid, OSError) as error:
+            message = f"{unit.path}: row group {group} (rows {row:,} to {row + rows:,}) cannot be read: {error}"
+            log.warning("%s", message)
+            yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=[BadRecord("unreadable_row_group", row, None,
+                                                                                message)])
+        row += rows
 
 
 def read_arrow(unit: InputUnit, batch_rows: int) -> Iterator[Chunk]:
@@ -262,7 +232,11 @@ def read_arrow(unit: InputUnit, batch_rows: int) -> Iterator[Chunk]:
 
 
 def read_csv(unit: InputUnit) -> Iterator[Chunk]:
-    """CSV/TSV: every column read as text; rows with the wrong number of fields or bad bytes are rejected."""
+    """CSV/TSV: every column read as text; rows with the wrong number of fields or bad bytes are rejected. The
+    header is decoded by curate (undecodable bytes shown as U+FFFD, repeated names made unique), and lines of up
+    to `MAX_LINE_BYTES` are read whole."""
+    from curate.io.json_lines import MAX_LINE_BYTES
+
     bad: list[BadRecord] = []
 
     def on_invalid(row: pcsv.InvalidRow) -> str:
@@ -271,25 +245,34 @@ def read_csv(unit: InputUnit) -> Iterator[Chunk]:
 
     streams: list[Any] = []
 
-    def open_reader(types: dict[str, pa.DataType]) -> pcsv.CSVStreamingReader:
+    def open_reader(read: pcsv.ReadOptions, types: dict[str, pa.DataType] | None) -> pcsv.CSVStreamingReader:
         streams.append(open_bytes(unit))
         return pcsv.open_csv(
-            pa.PythonFile(streams[-1], mode="r") if unit.compression else streams[-1],
-            read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES),
+            pa.PythonFile(streams[-1], mode="r") if unit.compression else streams[-1], read_options=read,
             parse_options=pcsv.ParseOptions(delimiter=unit.delimiter, newlines_in_values=True,
                                             invalid_row_handler=on_invalid),
             convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
 
-    try:
-        names = open_reader({}).schema.names
-    except pa.ArrowInvalid:  # an empty file (or one cut before its header's end)
+    try:  # the header as a row of bytes: its names are decoded here, not by Arrow (which fails on bad bytes)
+        probe = open_reader(pcsv.ReadOptions(block_size=MAX_LINE_BYTES, autogenerate_column_names=True), None)
+        width = len(probe.schema)
+        probe = open_reader(pcsv.ReadOptions(block_size=MAX_LINE_BYTES, autogenerate_column_names=True),
+                            {f"f{i}": pa.binary() for i in range(width)})
+        header = probe.read_next_batch().slice(0, 1).to_pylist()[0]
+    except (pa.ArrowInvalid, StopIteration):  # an empty file (or one cut before its header's end)
         damaged = damage_record(unit, streams[-1], 0, None) if unit.compression else []
         if damaged:
             yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=damaged)
         return
+    decoded = [(v or b"").decode("utf-8", "replace") for v in header.values()]
+    if any("\ufffd" in name for name in decoded):
+        log.warning("%s: its header is not UTF-8; undecodable bytes in column names read as U+FFFD: %s", unit.path,
+                    decoded)
+    names = unique_names(decoded)
+    read = pcsv.ReadOptions(block_size=MAX_LINE_BYTES, column_names=names, skip_rows=1)
     bad.clear()
-    reader = open_reader({n: pa.binary() for n in names})
+    reader = open_reader(read, {n: pa.binary() for n in names})
     row = 0
     for batch in reader:
         table = pa.Table.from_batches([batch])
@@ -333,14 +316,16 @@ def _unreadable_after(unit: InputUnit, chunks: Callable[[], Iterator[Chunk]]) ->
 
 def read_unit(unit: InputUnit, typed: TypedFields, batch_rows: int = 65_536) -> Iterator[Chunk]:
     """All chunks of one input file. `typed`: source column -> (field, type) checked on raw records."""
+    from curate.io.json_lines import read_json, read_jsonl
+
     if unit.format == "jsonl":
         return read_jsonl(unit, typed)
     if unit.format == "json":
-        return read_json(unit, typed, batch_rows)
+        return read_json(unit, typed)
     if unit.format == "parquet":
         return _unreadable_after(unit, lambda: read_parquet(unit, batch_rows))
     if unit.format in ("arrow", "hf"):
         return _unreadable_after(unit, lambda: read_arrow(unit, batch_rows))
     if unit.format == "csv":
-        return read_csv(unit)
+        return _unreadable_after(unit, lambda: read_csv(unit))
     raise ValueError(f"unknown format {unit.format!r}")

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -173,7 +174,11 @@ class Checkpoints:
         path = self.latest()
         if path is None:
             return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # tensors, numbers, strings, lists and dicts only: a checkpoint can never run code when loaded
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise CurateError(f"{path} holds objects other than tensors and plain values; curate loads no such "
+                              f"file (it may run code). Remove the folder to train again ({error})") from None
         if state.get("signature") != self.signature:
             raise CurateError(f"{self.folder} holds checkpoints of a different training run (another model, data "
                               "or configuration); use another output folder, or remove it")

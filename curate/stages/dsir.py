@@ -173,7 +173,7 @@ class Dsir(GlobalStage):
         return counts, int(counts.sum())
 
     def setup(self) -> None:
-        self.ratios = np.load(self.prepared["log_ratio"])
+        self.ratios = np.load(self.prepared["log_ratio"], allow_pickle=False)
 
     def _words(self, texts: pa.Array | pa.ChunkedArray, features: tuple[np.ndarray, np.ndarray] | None = None
                ) -> np.ndarray:

@@ -221,7 +221,8 @@ class Evaluate(ArtifactStage):
         dataset = dict(zip(context.input.labels, context.input.datasets, strict=True))[spec["label"]]
         columns = [c for c in TRAINING_COLUMNS if c in dataset.schema.names]
         if spec["kind"] == "random":
-            rows = dataset.take(np.load(out_dir / "draws" / f"{arm}-seed-{s}.npy"), columns).to_pylist()
+            drawn = np.load(out_dir / "draws" / f"{arm}-seed-{s}.npy", allow_pickle=False)
+            rows = dataset.take(drawn, columns).to_pylist()
         else:
             table = dataset.to_table(columns=columns)
             left_out = plan.get("left_out", {}).get(spec["label"], [])

@@ -204,10 +204,10 @@ class GotD(HoldsEmbeddings, GlobalStage):
 
         stored = Path(self.prepared["models"]) / "potentials.npz"
         if stored.is_file():
-            saved = np.load(stored)
+            saved = np.load(stored, allow_pickle=False)
             if len(saved["g"]) == len(vectors):
                 return saved["g"], json.loads(str(saved["summary"]))
-        target = np.load(self.prepared["target"])
+        target = np.load(self.prepared["target"], allow_pickle=False)
         s = self.params.sinkhorn
         result = sinkhorn(target["vectors"], vectors, a=target["weights"], epsilon=s.epsilon,
                           relative=s.epsilon_relative, momentum=s.momentum, tolerance=s.tolerance,
