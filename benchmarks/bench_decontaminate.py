@@ -32,7 +32,7 @@ import pyarrow as pa
 from memory import MIB, peak_rss, reset_peak_rss
 from peers import datatrove_whitespace_tokenizer
 
-from curate.decontamination import EvalIndex
+from curate.methods.decontamination import EvalIndex
 from curate.stages.base import TableRows
 from curate.stages.decontaminate import Decontaminate
 

@@ -39,8 +39,8 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 from peers import datatrove_whitespace_tokenizer, quiet_datatrove
 
-from curate.dedup.evaluate import inject_near_duplicates, pair_jaccard, similar_pairs
-from curate.dedup.exact import exact_keys, first_occurrences, key_matrix
+from curate.methods.dedup.evaluate import inject_near_duplicates, pair_jaccard, similar_pairs
+from curate.methods.dedup.exact import exact_keys, first_occurrences, key_matrix
 from curate.stages.base import TableRows
 from curate.stages.decision import apply_decision
 from curate.stages.dedup import Dedup
@@ -111,9 +111,9 @@ def run_ours(inputs: Path, output: Path, workers: int) -> tuple[set[str], dict[s
 
 def run_curate(inputs: Path, output: Path, workers: int) -> tuple[set[str], dict[str, float]]:
     """The full `curate run`: ingest (JSONL -> Parquet shards) then the dedup stage, no Prefect."""
-    from curate.config import parse_config
-    from curate.dataset import Dataset
-    from curate.runner import run_pipeline
+    from curate.data.dataset import Dataset
+    from curate.engine.config import parse_config
+    from curate.engine.runner import run_pipeline
 
     config = parse_config({"name": "bench", "inputs": [{"path": str(inputs / "*.jsonl")}], "output": str(output),
                            "engine": {"workers": workers, "prefect": False, "shard_rows": 8192},
@@ -199,7 +199,7 @@ def signature_speed(texts: list[str]) -> dict[str, float]:
     import rensa
     from threadpoolctl import threadpool_limits
 
-    from curate.dedup.minhash import MinHashParams, minhash_signatures
+    from curate.methods.dedup.minhash import MinHashParams, minhash_signatures
 
     table = pa.array(texts, pa.string())
     speeds = {}

@@ -39,8 +39,8 @@ def run_package(raw: Path, target: Path, work: Path) -> tuple[np.ndarray, float]
 
 def run_curate(texts: list[str], target: list[str], work: Path, k: int, hash_name: str) -> tuple[np.ndarray, float,
                                                                                                   np.ndarray]:
-    from curate.dataset import Dataset
-    from curate.inputs import StepInput
+    from curate.data.dataset import Dataset
+    from curate.data.inputs import StepInput
     from curate.stages.base import StageContext, TableRows
     from curate.stages.dsir import Dsir
 

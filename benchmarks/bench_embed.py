@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curate.arrays import column_to_matrix
+from curate.data.arrays import column_to_matrix
 
 PROMPT_SETS = ["gsm8k", "math", "mmlu_redux", "truthfulqa", "gpteacher_codegen", "gpteacher_roleplay",
                "hh_rlhf_harmless_test", "p3_t0_mix", "pubmedqa_labeled"]

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.config import parse_config
-from curate.dataset import Dataset
+from curate.data.dataset import Dataset
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from curate.models.finetune import FinetuneConfig, finetune
-from curate.runner import run_pipeline
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "data" / "demo"
 FIELDS = {"prompt": "prompt", "response": "response"}
@@ -31,7 +31,7 @@ FIELDS = {"prompt": "prompt", "response": "response"}
 def warm_up(root: Path, tune: dict) -> None:
     """Imports and first calls (transformers, tokenizers, matplotlib) cost seconds once per process: pay them
     before either side is timed."""
-    from curate.plots import loss_curves_png
+    from curate.methods.plots import loss_curves_png
 
     rows = [{"text": f"warm up row {i} " * 20} for i in range(32)]
     finetune(rows, root / "warm", FinetuneConfig.model_validate({**tune, "epochs": 1}), heldout=rows[:4], save=False)

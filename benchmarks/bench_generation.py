@@ -30,8 +30,8 @@ def load_gsm8k(data: Path, limit: int) -> list[dict]:
 
 
 def bench_generation(model: str, prompts: list[str], n: int, max_new: int) -> dict:
-    from curate.generation.local import LocalGenerator
-    from curate.generation.sampling import Sampling
+    from curate.models.generation.local import LocalGenerator
+    from curate.models.generation.sampling import Sampling
 
     generator = LocalGenerator(model, device="cpu")
     sampling = Sampling(n=n, temperature=1.0, top_p=0.95, max_new_tokens=max_new, seed=0)
@@ -74,8 +74,8 @@ def bench_clear(model: str, rows: list[dict]) -> dict:
 
 
 def bench_dart_resample(rows: list[dict], copies: int) -> dict:
-    from curate.config import parse_config
-    from curate.runner import run_pipeline
+    from curate.engine.config import parse_config
+    from curate.engine.runner import run_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gsm8k.jsonl"

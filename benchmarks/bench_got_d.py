@@ -1,4 +1,5 @@
-"""Benchmark: GOT-D's OT solve (curate.ot.sinkhorn, tiled cost) vs POT's `ot.sinkhorn(..., method="sinkhorn_log")`.
+"""Benchmark: GOT-D's OT solve (curate.methods.ot.sinkhorn, tiled cost) vs POT's
+`ot.sinkhorn(..., method="sinkhorn_log")`.
 
     python benchmarks/bench_got_d.py [--sizes 10000 100000] [--targets 1000] [--epsilon 0.1]
 
@@ -49,7 +50,7 @@ def run_phase(solver: str, n: int, m: int, eps: float) -> dict:
     target, pool, labels = make_data(n, m)
     import ot  # imports before the clock: torch's alone takes seconds
 
-    from curate.ot import sinkhorn
+    from curate.methods.ot import sinkhorn
 
     base = reset_peak_rss()
     started = time.perf_counter()

@@ -9,7 +9,7 @@
    written as about `--files` JSONL files with `text` (prompt + blank line + response for instruction
    rows), and `prompt` / `response` where the source has them (instruction and plain-text rows in
    separate files).
-2. In this process, with `curate.runner.run_pipeline` and engine {prefect: false, workers: N}:
+2. In this process, with `curate.engine.runner.run_pipeline` and engine {prefect: false, workers: N}:
    (a) ingest alone, (b) ingest + heuristics (default parameters). Reported: rows/s and MB/s of input
    JSONL for the whole run and for the heuristics step alone (its Parquet reads and writes included),
    and the peak resident memory of the process after each (ru_maxrss: it only grows).
@@ -41,9 +41,9 @@ import pyarrow as pa
 from memory import MIB, peak_rss
 from peers import datatrove_whitespace_tokenizer
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from curate.stages.heuristics import GOPHER, Heuristics
 
 SOURCES = ["gsm8k", "math", "svamp", "mmlu_redux", "truthfulqa", "mbpp", "humaneval", "gpteacher_codegen",

@@ -60,7 +60,7 @@ def make_data(n: int, chunk: int = 100_000) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def summary_table(x: np.ndarray, quality: np.ndarray) -> pa.Table:
-    from curate.arrays import matrix_to_column
+    from curate.data.arrays import matrix_to_column
 
     ids = pa.array([f"r{i:08d}" for i in range(len(x))], pa.string())
     return pa.table({"id": ids, "embedding": matrix_to_column(x), "q": quality})
@@ -88,7 +88,7 @@ def timed_kmeans() -> dict[str, float]:
 def child(phase: str, n: int, niter: int) -> dict:
     import faiss
 
-    from curate.selection import allocate_quotas, fraction_to_k, segmented_gumbel_top_k
+    from curate.methods.selection import allocate_quotas, fraction_to_k, segmented_gumbel_top_k
 
     start = time.perf_counter()
     x, sources, quality = make_data(n)

@@ -30,9 +30,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from memory import MIB, peak_rss, reset_peak_rss
 
-from curate.config import parse_config
-from curate.runner import run_pipeline
-from curate.token_count import word_counts
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.models.token_count import word_counts
 
 WEIGHTS = [0.4, 0.3, 0.1, 0.1, 0.05, 0.05]
 

@@ -31,8 +31,8 @@ MAP = CHEAP[:3]
 
 def child(spec: dict) -> dict:
     """Run one config in this process; its timings and peak RSS."""
-    from curate.config import parse_config
-    from curate.runner import run_pipeline
+    from curate.engine.config import parse_config
+    from curate.engine.runner import run_pipeline
 
     config = parse_config({"name": "scale", "inputs": [{"path": spec["paths"]}], "output": spec["output"],
                            "engine": spec["engine"], "stages": spec["stages"]})

@@ -3,7 +3,7 @@
     python benchmarks/bench_tables.py --data <folder of the shared data sets> [--rows 100000]
 
 1. JSONL export (`curate export --format jsonl`): `json.dumps` per record (before) against polars'
-   `write_ndjson` (now, `curate.export.write_jsonl`), for text and prompt-completion records of real rows; the
+   `write_ndjson` (now, `curate.inspect.export.write_jsonl`), for text and prompt-completion records of real rows; the
    files must parse to the same records.
 2. Chat ingest (`curate.io.mapping._messages`): the loop per conversation (before, still the fallback for untyped
    columns) against Arrow compute (`curate.io.chat_turns`), on chats cut from the Anthropic HH harmless test set
@@ -25,7 +25,7 @@ import pyarrow as pa
 
 import curate.io.json_text as json_text
 import curate.io.mapping as mapping
-from curate.export import _records, write_jsonl
+from curate.inspect.export import _records, write_jsonl
 
 
 def best_of(fn, repeat: int = 3) -> float:

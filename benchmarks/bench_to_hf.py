@@ -84,8 +84,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(*args.child)))
         return
-    from curate.config import parse_config
-    from curate.runner import run_pipeline
+    from curate.engine.config import parse_config
+    from curate.engine.runner import run_pipeline
 
     with tempfile.TemporaryDirectory(prefix="bench-to-hf-") as tmp:
         folder = Path(tmp)

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curate.config import load_config, parse_config  # noqa: E402
-from curate.runner import run_pipeline  # noqa: E402
+from curate.engine.config import load_config, parse_config  # noqa: E402
+from curate.engine.runner import run_pipeline  # noqa: E402
 from tests.recipe_digest import digest  # noqa: E402
 
 RECORD = ROOT / "tests" / "data" / "recipe_outputs.json"

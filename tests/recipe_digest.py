@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from curate.dataset import Dataset
+from curate.data.dataset import Dataset
 
 
 def digest(run: Path, ignore: frozenset[str] = frozenset()) -> dict[str, dict]:
@@ -19,7 +19,7 @@ def digest(run: Path, ignore: frozenset[str] = frozenset()) -> dict[str, dict]:
             if not Dataset.exists(folder):  # a step folder (its `.meta` folder is not a dataset)
                 continue
             tables = [pq.read_table(f) for f in sorted(folder.glob("part-*.parquet"))]
-            # an empty step's one shard holds only its schema (curate.dataset.write_manifest): no columns of data
+            # an empty step's one shard holds only its schema (curate.data.dataset.write_manifest): no columns of data
             names = sorted({n for t in tables if t.num_rows for n in t.column_names})
             rows = []
             for t in tables:

@@ -1,6 +1,6 @@
 """Final answers of GSM8K-style solutions and their comparison."""
 
-from curate.answers import final_answer, reference_answer, same_answer
+from curate.methods.answers import final_answer, reference_answer, same_answer
 
 
 def test_final_answer_prefers_the_marked_number():

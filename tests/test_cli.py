@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.dataset import Dataset
+from curate.data.dataset import Dataset
 from tests.cli_runner import curate
 
 BIN = Path(sys.executable).parent
@@ -198,7 +198,7 @@ def test_report_renders_in_chromium_without_errors_and_shows_rows_as_text(demo_r
         pytest.skip("no Chromium on this machine (apt-get install chromium): the report's browser test needs one")
     from playwright.sync_api import sync_playwright
 
-    from curate.report import REPORT_FILE
+    from curate.inspect.report import REPORT_FILE
 
     report = demo_run / REPORT_FILE
     with sync_playwright() as p:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from curate.closed_loop import data_efficiency, paired, random_prefix, summarize
+from curate.methods.closed_loop import data_efficiency, paired, random_prefix, summarize
 
 
 def test_random_prefix_stops_where_tokens_come_closest_to_the_budget():

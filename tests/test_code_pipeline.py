@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from curate import Pipeline, open_run, step
-from curate.config import load_config, resolved_config
-from curate.errors import ConfigError
+from curate.data.errors import ConfigError
+from curate.engine.config import load_config, resolved_config
 from curate.stages import Dedup, Heuristics, Mixture, Normalize
 from tests.cli_runner import curate
 from tests.recipe_digest import digest

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from curate.config import load_config, parse_config
-from curate.errors import ConfigError
+from curate.data.errors import ConfigError
+from curate.engine.config import load_config, parse_config
 
 
 @pytest.fixture

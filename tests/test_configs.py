@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from curate.config import load_config
-from curate.dataset import Dataset, side_path
+from curate.data.dataset import Dataset, side_path
+from curate.engine.config import load_config
+from curate.engine.runner import run_pipeline
 from curate.io.sources import plan_units
-from curate.runner import run_pipeline
 from tests.recipe_digest import digest
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
@@ -58,8 +58,8 @@ def test_sft_mixture_recipe_runs_through_the_cli(tmp_path):
     held-out target rows; through the CLI, in-process (tests/flows run `curate run` as a Prefect flow on a server)."""
     from transformers import AutoModelForCausalLM
 
-    from curate.artifacts import Artifacts
-    from curate.sql import query
+    from curate.data.artifacts import Artifacts
+    from curate.inspect.sql import query
     from tests.test_cli import curate
 
     recipe = Path(__file__).parents[1] / "configs" / "sft-mixture.yaml"
@@ -95,7 +95,7 @@ def test_math_sft_recipe_runs_through_the_cli(tmp_path):
     closed-loop evaluation, on the packaged GSM8K sample, through the CLI."""
     import numpy as np
 
-    from curate.sql import query
+    from curate.inspect.sql import query
     from tests.test_cli import curate
 
     recipe = Path(__file__).parents[1] / "configs" / "math-sft.yaml"

@@ -1,7 +1,7 @@
 """A run killed with SIGKILL at each kind of point, then run again, ends exactly as an uninterrupted run: the same
 rows, ids and drop reasons in every step, the same mixture bytes, the same fine-tuned model and evaluation numbers.
 
-The kills are real (`curate.faults`: the process sends itself SIGKILL at a named point, so nothing is flushed or
+The kills are real (`curate.data.faults`: the process sends itself SIGKILL at a named point, so nothing is flushed or
 cleaned up); the points cover a map stage's task, a global stage's `prepare` (a reference LM trained), its
 `decide`, a shard half-written, the mixture, a fine-tune's training and an evaluation's. Every point is checked in
 the slow run (`pytest -m slow`, about 80 s); the default run checks two of them.
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.faults import ENV
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset
+from curate.data.faults import ENV
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from tests.recipe_digest import digest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,8 @@ DATA = ROOT / "tests" / "data" / "ingest"
 LM = {"vocab_size": 512, "n_embd": 32, "n_head": 2, "n_layer": 1, "seq_len": 64, "steps": 12, "batch_size": 8}
 TUNE = {"init": "scratch", "lm": {"vocab_size": 512, "n_embd": 32, "n_head": 2, "n_layer": 1, "seq_len": 128},
         "epochs": 1, "max_length": 128, "batch_size": 8, "lr": 0.003, "eval_every": 4, "save_every": 2}
-SCRIPT = ("import json, sys\nfrom curate.config import parse_config\nfrom curate.runner import run_pipeline\n"
+SCRIPT = ("import json, sys\nfrom curate.engine.config import parse_config\n"
+          "from curate.engine.runner import run_pipeline\n"
           "run_pipeline(parse_config(json.loads(sys.argv[1])))\n")
 
 # (point, a prefix of its detail, which hit): every kind of place a run can die

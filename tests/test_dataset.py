@@ -8,9 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.dataset import MANIFEST, Dataset, ShardWriter, conform_shards, write_shard
-from curate.errors import DatasetError
-from curate.hashing import file_sha256
+from curate.data.dataset import MANIFEST, Dataset
+from curate.data.errors import DatasetError
+from curate.data.hashing import file_sha256
+from curate.data.shards import ShardWriter, conform_shards, write_shard
 
 
 def test_write_then_open_round_trips_with_manifest(tmp_path):

@@ -9,16 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curate.decontamination import (
-    EvalIndex,
-    Normalization,
-    cut_fragments,
-    ngram_keys,
-    normalize_text,
-    scan,
-    window_text,
-    words_with_spans,
-)
+from curate.methods.decontamination import EvalIndex, cut_fragments, scan
+from curate.methods.text_windows import Normalization, ngram_keys, normalize_text, window_text, words_with_spans
 from curate.stages.base import TableRows
 from curate.stages.decontaminate import Decontaminate
 

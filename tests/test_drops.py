@@ -1,6 +1,6 @@
 """No silent drops: DSIR's `min_words` follows the target (short multiple-choice rows are no longer dropped by a
 default), and a step that drops more than `warn_drop_share` of its rows besides its budget is named in the console,
-run.json and at the top of the report (curate.drops)."""
+run.json and at the top of the report (curate.engine.drops)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from curate.dataset import side_path
-from curate.drops import drop_warning
+from curate.data.dataset import side_path
+from curate.engine.drops import drop_warning
 from tests.cli_runner import curate
 from tests.lm_fixtures import read_records
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.config import parse_config
-from curate.errors import CurateError
-from curate.export import export_step
-from curate.runner import run_pipeline
+from curate.data.errors import CurateError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.inspect.export import export_step
 from tests.cli_runner import curate
 from tests.lm_fixtures import read_records, train_math_lm
 

@@ -1,4 +1,4 @@
-"""`curate.export.write_jsonl` (polars) writes the records `json.dumps` wrote before it: unicode unescaped, line
+"""`curate.inspect.export.write_jsonl` (polars) writes the records `json.dumps` wrote before it: unicode unescaped, line
 separators inside texts, nulls, and chats as lists of turns."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 
-from curate.export import write_jsonl
+from curate.inspect.export import write_jsonl
 from curate.io.mapping import MESSAGE_TYPE
 
 

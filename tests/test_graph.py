@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 import tests.stage_fixtures as fixtures
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.errors import ConfigError, CurateError
-from curate.executors import ThreadExecutor
-from curate.runner import run_pipeline
-from curate.sql import query
-from curate.summary import graph_lines, run_steps
+from curate.data.dataset import Dataset
+from curate.data.errors import ConfigError, CurateError
+from curate.engine.config import parse_config
+from curate.engine.executors import ThreadExecutor
+from curate.engine.runner import run_pipeline
+from curate.inspect.sql import query
+from curate.inspect.summary import graph_lines, run_steps
 from tests.test_runner import make_input
 
 BRANCHES = [{"normalize": {}},

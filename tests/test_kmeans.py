@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from curate.kmeans import assign, clamp_k, kmeans, l2_normalize
+from curate.methods.kmeans import assign, clamp_k, kmeans, l2_normalize
 
 BLOBS = (1000, 500, 200, 100, 50, 50, 50, 50)
 

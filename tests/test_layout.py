@@ -39,7 +39,7 @@ import kernels
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 import curate
 modules = ["curate.kernels.chunked_ce", "curate.kernels.train_loss", "curate.kernels.sinkhorn", "curate.kernels.common",
-           "curate.flows.pipeline", "curate.flows.code_pipeline"]
+           "curate.flows.pipeline", "curate.pipeline"]
 files = {m: importlib.import_module(m).__file__ for m in modules}
 folder = sys.argv[1]
 GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32)).save_pretrained(folder)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from curate.math_check import AnswerChecker, extract_answer, verify_solution
+from curate.methods.math_check import AnswerChecker, extract_answer, verify_solution
 
 
 @pytest.fixture(scope="module")

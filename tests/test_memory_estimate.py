@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from curate import memory_estimate
 from curate.cli import app
+from curate.engine import memory_estimate
+from curate.engine.memory_estimate import estimated_rows, memory_warnings
 from curate.io.sources import InputUnit
-from curate.memory_estimate import estimated_rows, memory_warnings
 from curate.stages.dedup import Dedup
 
 POOL = (Path(__file__).parent / "data" / "ingest" / "pool_sample.jsonl").read_text().splitlines()

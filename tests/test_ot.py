@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from curate.ot import calibrated_gradient, mean_squared_distance, sinkhorn
+from curate.methods.ot import calibrated_gradient, mean_squared_distance, sinkhorn
 
 ot = pytest.importorskip("ot")
 

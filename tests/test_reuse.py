@@ -8,9 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
-from curate.config import parse_config
-from curate.faults import ENV
-from curate.runner import run_pipeline
+from curate.data.faults import ENV
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from tests.recipe_digest import digest
 
 DATA = Path(__file__).parent / "data" / "ingest"
@@ -79,7 +79,8 @@ def test_a_run_killed_while_reusing_finishes_the_same(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run_pipeline(parse_config(config(pool, run)))
     grown_file(pool)
-    script = ("import json, sys\nfrom curate.config import parse_config\nfrom curate.runner import run_pipeline\n"
+    script = ("import json, sys\nfrom curate.engine.config import parse_config\n"
+              "from curate.engine.runner import run_pipeline\n"
               "run_pipeline(parse_config(json.loads(sys.argv[1])))\n")
     root = Path(__file__).resolve().parents[1]
     killed = subprocess.run([sys.executable, "-c", script, json.dumps(config(pool, run))], cwd=root,

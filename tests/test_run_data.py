@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate import open_run
-from curate.dataset import Dataset, manifest_path, side_path
-from curate.errors import CurateError
-from curate.faults import ENV
+from curate.data.dataset import Dataset, manifest_path, side_path
+from curate.data.errors import CurateError
+from curate.data.faults import ENV
 from tests.cli_runner import curate
 
 DATA = Path(__file__).parent / "data"
@@ -164,7 +164,8 @@ def test_a_killed_run_opens_with_its_finished_steps(tmp_path):
                                                                                   "pool_sample.jsonl")}],
               "engine": {"prefect": False, "workers": 1, "shard_rows": 16},
               "stages": [{"normalize": {}}, {"heuristics": {"min_words": 3}}, {"dedup": {}}]}
-    script = ("import json, sys\nfrom curate.config import parse_config\nfrom curate.runner import run_pipeline\n"
+    script = ("import json, sys\nfrom curate.engine.config import parse_config\n"
+              "from curate.engine.runner import run_pipeline\n"
               "run_pipeline(parse_config(json.loads(sys.argv[1])))\n")
     killed = subprocess.run([sys.executable, "-c", script, json.dumps(config)], capture_output=True, text=True,
                             env={**os.environ, ENV: "task_done@02-heuristics/:2"}, timeout=300)

@@ -1,6 +1,6 @@
 """A run folder has one writer and holds only what curate wrote: a second `curate run` on it is refused while the
 first holds its lock (and the folder ends consistent), `output:` never takes a folder of other files or one inside
-an input folder, and cleaning up an earlier config's steps leaves what curate did not write (curate.runlock)."""
+an input folder, and cleaning up an earlier config's steps leaves what curate did not write (curate.engine.runlock)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curate.dataset import Dataset
-from curate.errors import CurateError
-from curate.hashing import file_sha256
-from curate.runlock import LOCK, MARKER, run_lock
+from curate.data.dataset import Dataset
+from curate.data.errors import CurateError
+from curate.data.hashing import file_sha256
+from curate.engine.runlock import LOCK, MARKER, run_lock
 from tests.cli_runner import curate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_a_second_run_on_the_folder_is_refused_and_the_folder_stays_consistent(t
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     (tmp_path / "run").mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom curate.runlock import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom curate.engine.runlock import run_lock\n"
                                f"with run_lock({str(tmp_path / 'run')!r}):\n    print('held', flush=True)\n"
                                "    time.sleep(600)\n"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow as pa
 
 import tests.stage_fixtures  # noqa: F401  (registers test_slow_tag)
-from curate.config import parse_config
-from curate.dataset import Dataset, meta_dir
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset, meta_dir
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = (ROOT / "tests" / "data" / "ingest" / "pool_sample.jsonl").read_text().splitlines()
@@ -91,8 +91,8 @@ def test_killed_during_a_map_stage_resumes_to_identical_output(tmp_path):
     script = (
         "import json, sys\n"
         "import tests.stage_fixtures\n"
-        "from curate.config import parse_config\n"
-        "from curate.runner import run_pipeline\n"
+        "from curate.engine.config import parse_config\n"
+        "from curate.engine.runner import run_pipeline\n"
         "run_pipeline(parse_config(json.loads(sys.argv[1])))\n"
     )
     cfg = config_dict(path, interrupted, delay=0.15)
@@ -122,3 +122,31 @@ def test_killed_during_a_map_stage_resumes_to_identical_output(tmp_path):
     for name in want:
         assert got[name].equals(want[name]), name
     assert not list(stage_dir.glob(".*tmp*")) and not (meta_dir(stage_dir) / "_tasks").exists()
+
+
+def test_a_steps_stage_instances_are_released_when_it_ends(tmp_path, monkeypatch):
+    """The engine tears down a step's set-up stages (and the models they hold) when the step ends."""
+    import gc
+    import weakref
+
+    from curate.engine import step_task
+    from curate.stages import registry
+
+    class Model:
+        weights = bytearray(1 << 20)
+
+    path = make_input(tmp_path / "data", rows=60)
+    held: list[weakref.ref] = []
+    original = step_task.ready_stage
+
+    def tracking(name, params, prepared=None):
+        stage = original(name, params, prepared)
+        stage.model = Model()  # what a setup would load
+        held.append(weakref.ref(stage.model))
+        return stage
+
+    monkeypatch.setattr(step_task, "ready_stage", tracking)
+    run_pipeline(parse_config(config_dict(path, tmp_path / "run")))
+    gc.collect()
+    assert held and all(ref() is None for ref in held)  # every loaded model freed
+    assert not [s for s in registry._ready.values() if s.name in ("normalize", "test_slow_tag")]

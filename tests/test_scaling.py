@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.scaling import (
+from curate.methods.scaling import (
     ComputeParams,
     effective_utility,
     heuristic_parameters,
@@ -95,10 +95,10 @@ def test_compute_params_are_checked() -> None:
 def test_auto_budget_in_dsir_decision_and_manifest(tmp_path: Path) -> None:
     """`budget: auto` with `compute:` in a real run: DSIR keeps the recommended buckets of its log-weights (one
     pass over a tenth of the tokens: the best tenth), and the manifest records the recommendation."""
-    from curate.config import parse_config
-    from curate.dataset import Dataset
-    from curate.errors import ConfigError
-    from curate.runner import run_pipeline
+    from curate.data.dataset import Dataset
+    from curate.data.errors import ConfigError
+    from curate.engine.config import parse_config
+    from curate.engine.runner import run_pipeline
 
     lines = (Path(__file__).parent / "data" / "finetune_gsm8k.jsonl").read_text(encoding="utf-8").splitlines()
     texts = [json.loads(line)["prompt"] for line in lines]
@@ -121,7 +121,7 @@ def test_auto_budget_in_dsir_decision_and_manifest(tmp_path: Path) -> None:
 def test_curate_budget_command(tmp_path: Path) -> None:
     """`curate budget RUN --score ot_grad --epochs E` on a got_d run: the JSON names the step and the direction
     (lower ot_grad is better, from the stage), and more compute recommends a larger share."""
-    from curate.arrays import matrix_to_column
+    from curate.data.arrays import matrix_to_column
     from tests.test_cli import curate
 
     rng = np.random.default_rng(1)
@@ -134,8 +134,8 @@ def test_curate_budget_command(tmp_path: Path) -> None:
 
     pq.write_table(pq_rows, tmp_path / "pool.parquet")
     pq.write_table(target, tmp_path / "target.parquet")
-    from curate.config import parse_config
-    from curate.runner import run_pipeline
+    from curate.engine.config import parse_config
+    from curate.engine.runner import run_pipeline
 
     run_pipeline(parse_config({
         "name": "b", "inputs": [{"path": "pool.parquet"}], "target": {"path": "target.parquet"}, "output": "run",
@@ -163,7 +163,7 @@ def test_curate_budget_command(tmp_path: Path) -> None:
 def test_kmq_fraction_auto_takes_the_recommended_quality_buckets() -> None:
     """kMQ with `quality` and `fraction: auto`: the budget is the rows of the recommended quality buckets (a tenth
     of the tokens, one pass: the best tenth), spread over the clusters; without `quality` the config says why."""
-    from curate.arrays import matrix_to_column
+    from curate.data.arrays import matrix_to_column
     from curate.stages.diversity import KMeansDiversity
 
     rng = np.random.default_rng(2)
@@ -215,7 +215,7 @@ def test_perplexity_and_color_filter_auto_decide_from_their_scores(tmp_path: Pat
 def test_fit_recovers_known_parameters_and_feeds_curate_budget(tmp_path: Path) -> None:
     """Measurements made by the law itself (a = 0.02, b = (-0.2, -0.1), τ = (2, 6); 1..8 passes over buckets of 1e6)
     are fitted back to the grid points nearest the truth, with a squared error of ~0."""
-    from curate.scaling_fit import Measurement, fit_parameters, read_measurements
+    from curate.methods.scaling_fit import Measurement, fit_parameters, read_measurements
 
     truth = {"a": 0.02, "b": [-0.2, -0.1], "tau": [2.0, 6.0]}
     rows = [Measurement(i, passes * 1e6, 1e6, effective_utility(passes * 1e6, 1e6, truth["b"][i], truth["tau"][i],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from curate.schemas import conform, unify_schemas
+from curate.data.schemas import conform, unify_schemas
 
 
 def test_unify_promotes_or_falls_back_to_string():

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from curate.selection import (
+from curate.methods.selection import (
     allocate_quotas,
     cluster_weights,
     draw_size,

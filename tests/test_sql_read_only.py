@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from curate import open_run
-from curate.config import parse_config
-from curate.errors import CurateError
-from curate.runner import run_pipeline
-from curate.sql import query
-from curate.sql_shell import SqlShell
+from curate.cli.sql_shell import SqlShell
+from curate.data.errors import CurateError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.inspect.sql import query
 from tests.cli_runner import curate
 
 

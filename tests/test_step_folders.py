@@ -16,8 +16,8 @@ import pyarrow.dataset as pads
 import pytest
 
 from curate import open_run
-from curate.dataset import LEGACY_MANIFEST, MANIFEST, META, Dataset, meta_dir
-from curate.sql import query
+from curate.data.dataset import LEGACY_MANIFEST, MANIFEST, META, Dataset, meta_dir
+from curate.inspect.sql import query
 from tests.cli_runner import curate
 
 

@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.errors import ConfigError
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset
+from curate.data.errors import ConfigError
+from curate.data.targets import TARGET_NAME, TARGET_WEIGHT, target_groups, target_row_weights, weighted_union
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from curate.stages.color_filter import union_positions
-from curate.targets import TARGET_NAME, TARGET_WEIGHT, target_groups, target_row_weights, weighted_union
 
 
 def tagged(names: list[str], weights: list[float]) -> pa.Table:

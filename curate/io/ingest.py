@@ -13,12 +13,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.dataset import RollingWriter, ShardInfo, rejected_rows, write_shard
-from curate.errors import CurateError
+from curate.data.dataset import rejected_rows
+from curate.data.errors import CurateError
+from curate.data.progress import progress
+from curate.data.shards import RollingWriter, ShardInfo, write_shard
+from curate.io.formats import read_unit
 from curate.io.mapping import map_chunk, typed_sources
-from curate.io.readers import BadRecord, read_unit
+from curate.io.readers import BadRecord
 from curate.io.sources import InputUnit
-from curate.progress import progress
 
 
 def _location(path: str, rows: list | np.ndarray, lines: list | np.ndarray | None) -> dict[str, pa.Array]:

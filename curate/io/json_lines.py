@@ -27,6 +27,7 @@ import pyarrow.json as pjson
 
 from curate.io.readers import (
     BLOCK_BYTES,
+    MAX_LINE_BYTES,
     BadRecord,
     Chunk,
     TypedFields,
@@ -39,7 +40,6 @@ from curate.io.readers import (
 from curate.io.sources import InputUnit
 
 MAX_DEPTH = 32  # nesting levels a record may have: Parquet readers stop at 100 schema levels (2 per list)
-MAX_LINE_BYTES = 64 << 20  # a longer record is rejected, never held whole
 OPEN, CLOSE = np.isin(np.arange(256), (91, 123)), np.isin(np.arange(256), (93, 125))  # [ {  and  ] }
 
 

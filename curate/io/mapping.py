@@ -17,12 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.hashing import content_ids
+from curate.data.hashing import content_ids
+from curate.data.targets import TARGET_NAME, TARGET_WEIGHT
 from curate.io.chat_turns import vectorised_turns
 from curate.io.json_text import parse_json_texts
 from curate.io.readers import TypedFields, decode_utf8
 from curate.io.sources import InputUnit
-from curate.targets import TARGET_NAME, TARGET_WEIGHT
 
 CONTRACT = ("id", "source", "text", "prompt", "response", "answer", "messages")
 TEXT_FIELDS = ("text", "prompt", "response")
@@ -225,7 +225,7 @@ def map_chunk(table: pa.Table, unit: InputUnit) -> tuple[pa.Table, pa.Array]:
     for name in ("prompt", "response", "answer", "messages"):
         if name in out:
             columns[name] = out[name]
-    if unit.target:  # a target file: which target, with what weight (curate.targets)
+    if unit.target:  # a target file: which target, with what weight (curate.data.targets)
         columns[TARGET_NAME] = pa.array([unit.target] * n, pa.string())
         columns[TARGET_WEIGHT] = pa.array([unit.target_weight] * n, pa.float64())
     for name in table.column_names:

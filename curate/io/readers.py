@@ -1,9 +1,10 @@
 """Readers: one input file -> chunks of Arrow rows plus the records that could not be read.
 
-Fast paths use Arrow's C++ readers on large blocks (JSON Lines and JSON arrays: `curate.io.json_lines`). Every
-chunk is cleaned the same way (`clean_columns`): repeated column names get `_1`, `_2`, ...; view, large and
-dictionary-encoded columns become plain ones; rows whose strings are not valid UTF-8 are rejected as
-`undecodable_bytes`. Parquet files are read row group by row group, so a broken group costs only its own rows.
+Fast paths use Arrow's C++ readers on large blocks (JSON Lines and JSON arrays: `curate.io.json_lines`; which
+reader reads a file: `curate.io.formats`). Every chunk is cleaned the same way (`clean_columns`): repeated column
+names get `_1`, `_2`, ...; view, large and dictionary-encoded columns become plain ones; rows whose strings are
+not valid UTF-8 are rejected as `undecodable_bytes`. Parquet files are read row group by row group, so a broken
+group costs only its own rows.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from curate.io.sources import InputUnit
 # source column -> (contract field, the Python type(s) its raw value must have)
 TypedFields = dict[str, tuple[str, type | tuple[type, ...]]]
 BLOCK_BYTES = 8 << 20
+MAX_LINE_BYTES = 64 << 20  # a longer record (a line of JSON Lines or CSV) is rejected, never held whole
 log = logging.getLogger("curate")
 
 
@@ -235,8 +237,6 @@ def read_csv(unit: InputUnit) -> Iterator[Chunk]:
     """CSV/TSV: every column read as text; rows with the wrong number of fields or bad bytes are rejected. The
     header is decoded by curate (undecodable bytes shown as U+FFFD, repeated names made unique), and lines of up
     to `MAX_LINE_BYTES` are read whole."""
-    from curate.io.json_lines import MAX_LINE_BYTES
-
     bad: list[BadRecord] = []
 
     def on_invalid(row: pcsv.InvalidRow) -> str:
@@ -298,7 +298,7 @@ def read_csv(unit: InputUnit) -> Iterator[Chunk]:
         yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=list(bad))
 
 
-def _unreadable_after(unit: InputUnit, chunks: Callable[[], Iterator[Chunk]]) -> Iterator[Chunk]:
+def unreadable_after(unit: InputUnit, chunks: Callable[[], Iterator[Chunk]]) -> Iterator[Chunk]:
     """A binary file whose footer or pages are broken: the rows read before the break are kept, and the break is
     one rejected `unreadable_file` entry naming the file (bad data: never retried as if the disk had failed)."""
     row = 0
@@ -313,19 +313,3 @@ def _unreadable_after(unit: InputUnit, chunks: Callable[[], Iterator[Chunk]]) ->
         log.warning("%s", message)
         yield Chunk(pa.table({}), np.zeros(0, np.int64), bad=[BadRecord("unreadable_file", row, None, message)])
 
-
-def read_unit(unit: InputUnit, typed: TypedFields, batch_rows: int = 65_536) -> Iterator[Chunk]:
-    """All chunks of one input file. `typed`: source column -> (field, type) checked on raw records."""
-    from curate.io.json_lines import read_json, read_jsonl
-
-    if unit.format == "jsonl":
-        return read_jsonl(unit, typed)
-    if unit.format == "json":
-        return read_json(unit, typed)
-    if unit.format == "parquet":
-        return _unreadable_after(unit, lambda: read_parquet(unit, batch_rows))
-    if unit.format in ("arrow", "hf"):
-        return _unreadable_after(unit, lambda: read_arrow(unit, batch_rows))
-    if unit.format == "csv":
-        return _unreadable_after(unit, lambda: read_csv(unit))
-    raise ValueError(f"unknown format {unit.format!r}")

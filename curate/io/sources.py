@@ -10,11 +10,16 @@ from __future__ import annotations
 import glob
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from curate.config import InputSpec, PipelineConfig
-from curate.errors import ConfigError
+from curate.data.errors import ConfigError
+from curate.io.specs import InputSpec
+
+if TYPE_CHECKING:  # a run's config is made of input specs; this layer only reads its fields
+    from curate.engine.config import PipelineConfig
 
 COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
 EXTENSIONS = {
@@ -67,14 +72,15 @@ def _hf_arrow_files(folder: Path) -> list[tuple[str, str | None]]:
     return []
 
 
-def _expand(pattern: str, config: PipelineConfig) -> list[Path]:
-    resolved = config.resolve(pattern)
+def _expand(pattern: str, resolve: Callable[[str], str]) -> list[Path]:
+    resolved = resolve(pattern)
     matches = sorted(glob.glob(resolved)) or ([resolved] if Path(resolved).exists() else [])
     return [Path(m) for m in matches]
 
 
-def units_for(spec: InputSpec, where: str, config: PipelineConfig, start: int = 0) -> list[InputUnit]:
-    """The files of one input spec. Raises ConfigError for paths that match nothing or unknown formats."""
+def units_for(spec: InputSpec, where: str, resolve: Callable[[str], str] = str, start: int = 0) -> list[InputUnit]:
+    """The files of one input spec, its paths made absolute by `resolve` (a config's: against its folder). Raises
+    ConfigError for paths that match nothing or unknown formats."""
     fields = tuple(sorted(spec.fields.items()))
     units: list[InputUnit] = []
 
@@ -86,7 +92,7 @@ def units_for(spec: InputSpec, where: str, config: PipelineConfig, start: int = 
         ))
 
     for pattern in spec.paths():
-        matches = _expand(pattern, config)
+        matches = _expand(pattern, resolve)
         if not matches:
             raise ConfigError(f"{where}.path: no file or folder matches {pattern!r}")
         for match in matches:
@@ -125,7 +131,7 @@ def target_units(config: PipelineConfig) -> list[InputUnit]:
     units: list[InputUnit] = []
     listed = isinstance(config.target, list)
     for i, spec in enumerate(config.targets()):
-        found = units_for(spec, f"target[{i}]" if listed else "target", config, start=len(units))
+        found = units_for(spec, f"target[{i}]" if listed else "target", config.resolve, start=len(units))
         units += [replace(u, target=spec.name, target_weight=spec.weight) for u in found]  # targets() names them
     return units
 
@@ -134,5 +140,5 @@ def plan_units(config: PipelineConfig) -> list[InputUnit]:
     """All ingest units of a run's inputs, numbered in config order."""
     units: list[InputUnit] = []
     for i, spec in enumerate(config.inputs):
-        units += units_for(spec, f"inputs[{i}]", config, start=len(units))
+        units += units_for(spec, f"inputs[{i}]", config.resolve, start=len(units))
     return units

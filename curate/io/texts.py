@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.dataset import Dataset
-from curate.errors import ConfigError, CurateError
+from curate.data.dataset import Dataset
+from curate.data.errors import ConfigError, CurateError
 
 log = logging.getLogger("curate")
 PROMPT_RESPONSE = "prompt+response"
@@ -33,8 +33,8 @@ def _values(table: pa.Table, field: str, where: str) -> list[str]:
 
 def _mapped_tables(units: list) -> Iterator[tuple[str, pa.Table, int]]:
     """(file, rows ingest keeps, rows it would reject) per chunk of the input files."""
+    from curate.io.formats import read_unit
     from curate.io.mapping import map_chunk, typed_sources
-    from curate.io.readers import read_unit
 
     for unit in units:
         for chunk in read_unit(unit, typed_sources({})):
@@ -50,16 +50,16 @@ def _mapped_tables(units: list) -> Iterator[tuple[str, pa.Table, int]]:
 def read_rows(source: str | Path, limit: int | None = None) -> pa.Table:
     """The first `limit` rows of any input curate reads (or of a curate dataset folder), mapped as ingest maps
     them. Rows that ingest would reject (malformed records, missing fields) are skipped with a warning."""
-    from curate.config import InputSpec, PipelineConfig
+    from curate.data.schemas import conform, unify_schemas
     from curate.io.sources import units_for
-    from curate.schemas import conform, unify_schemas
+    from curate.io.specs import InputSpec
 
     path = Path(source).expanduser()
     if Dataset.exists(path):
         return Dataset.open(path).to_table().slice(0, limit)
     spec = InputSpec(path=str(path))
     try:
-        units = units_for(spec, "input", PipelineConfig(name="read", inputs=[spec], output="."))
+        units = units_for(spec, "input")
     except ConfigError as error:
         raise CurateError(str(error).replace("input.path: ", "")) from None
     tables: list[pa.Table] = []

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import CurateError
+from curate.data.errors import CurateError
 from curate.models.locate import ModelSource, load_named, model_source, named_model_identity
 
 log = logging.getLogger("curate")

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from curate.errors import CurateError
-from curate.hashing import canonical_json, fingerprint
+from curate.data.errors import CurateError
+from curate.data.hashing import canonical_json, fingerprint
 
 FORMAT = 1  # bump when the stored layout or key definition changes: old namespaces are then never read
 CHUNK = 900  # keys per SELECT ... IN (...); older SQLite builds allow at most 999 variables

@@ -24,7 +24,7 @@ import numpy as np
 import pydantic
 from pydantic import Field
 
-from curate.errors import CurateError
+from curate.data.errors import CurateError
 from curate.models.lm_train import LMTrainConfig, load_causal_lm, model_context, save_model, start_token_id
 from curate.models.sft_data import Example, build_batch, encode_examples, pack_rows
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import CurateError
+from curate.data.errors import CurateError
 from curate.models.embedder import resolve_device
 from curate.models.lm_train import load_causal_lm, model_context, start_token_id
 from curate.models.locate import named_model_identity

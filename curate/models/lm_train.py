@@ -28,7 +28,7 @@ import numpy as np
 import pydantic
 from pydantic import Field
 
-from curate.errors import CurateError
+from curate.data.errors import CurateError
 from curate.models.locate import hf_bars_off, load_named, model_source
 
 if TYPE_CHECKING:

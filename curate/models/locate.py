@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from curate.errors import CurateError
+from curate.data.errors import CurateError
 
 T = TypeVar("T")
 SMALL_FILE = 1 << 20  # files up to this size are hashed whole (configs, tokenizers, vocabularies)

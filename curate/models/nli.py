@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from curate.errors import CurateError
+from curate.data.errors import CurateError
 from curate.models.embedder import resolve_device
 from curate.models.locate import load_named, model_source
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from curate.errors import CurateError
+from curate.data.errors import CurateError
 from curate.models.embedder import resolve_device
 
 

@@ -31,12 +31,12 @@ from typing import Any, Literal
 
 import torch
 
-from curate.errors import CurateError
-from curate.faults import crash_point
+from curate.data.errors import CurateError
+from curate.data.faults import crash_point
+from curate.data.progress import progress
 from curate.kernels.common import IGNORE_INDEX
 from curate.kernels.train_loss import token_loss_sum
 from curate.models.lm_head import HeadSplit
-from curate.progress import progress
 
 log = logging.getLogger("curate")
 Schedule = Literal["cosine", "linear", "constant"]

@@ -1,30 +1,26 @@
-"""Stages by name. Importing this package registers every built-in stage; each stage's class is here too, for
-pipelines built in code (`Dedup(minhash={"threshold": 0.9})`)."""
+"""Stages by name (`REGISTRY`), and each built-in stage's class for pipelines built in code
+(`Dedup(minhash={"threshold": 0.9})`). A stage's module loads when its name or class is first asked for, so
+importing this package is cheap."""
 
-from curate.stages.base import REGISTRY, GlobalStage, MapStage, Params, Resources, Stage, register
+from typing import Any
 
-# Built-in stages register themselves on import.
-from curate.stages.clear import Clear
-from curate.stages.color_filter import ColorFilter
-from curate.stages.dart import Dart
+from curate.stages.base import GlobalStage, MapStage, Params, Resources, Stage
 from curate.stages.decision import Decision, apply_decision
-from curate.stages.decontaminate import Decontaminate
-from curate.stages.dedup import Dedup
-from curate.stages.diversity import KMeansDiversity
-from curate.stages.dsir import Dsir
-from curate.stages.embed import Embed
-from curate.stages.evaluate import Evaluate
-from curate.stages.finetune import Finetune
-from curate.stages.got_d import GotD
-from curate.stages.heuristics import Heuristics
-from curate.stages.language import Language
-from curate.stages.mixture import Mixture
-from curate.stages.normalize import Normalize
-from curate.stages.perplexity import Perplexity
-from curate.stages.semdedup import SemDedup
+from curate.stages.registry import BUILT_IN, REGISTRY, register
 
-STAGE_CLASSES = (Clear, ColorFilter, Dart, Decontaminate, Dedup, KMeansDiversity, Dsir, Embed, Evaluate, Finetune,
-                 GotD, Heuristics, Language, Mixture, Normalize, Perplexity, SemDedup)
+CLASS_NAMES = {"Clear": "clear", "ColorFilter": "color_filter", "Dart": "dart", "Decontaminate": "decontaminate",
+               "Dedup": "dedup", "KMeansDiversity": "kmeans_diversity", "Dsir": "dsir", "Embed": "embed",
+               "Evaluate": "evaluate", "Finetune": "finetune", "GotD": "got_d", "Heuristics": "heuristics",
+               "Language": "language", "Mixture": "mixture", "Normalize": "normalize", "Perplexity": "perplexity",
+               "SemDedup": "semdedup"}
 
-__all__ = ["REGISTRY", "STAGE_CLASSES", "Decision", "GlobalStage", "MapStage", "Params", "Resources", "Stage",
-           "apply_decision", "register", *(cls.__name__ for cls in STAGE_CLASSES)]
+__all__ = ["BUILT_IN", "REGISTRY", "STAGE_CLASSES", "Decision", "GlobalStage", "MapStage", "Params", "Resources",
+           "Stage", "apply_decision", "register", *CLASS_NAMES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in CLASS_NAMES:
+        return REGISTRY[CLASS_NAMES[name]]
+    if name == "STAGE_CLASSES":  # every built-in stage's class (loads them all)
+        return tuple(REGISTRY[stage] for stage in CLASS_NAMES.values())
+    raise AttributeError(f"module 'curate.stages' has no attribute {name!r}")

@@ -33,8 +33,14 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from curate.errors import CurateError, ParamsError, pydantic_problems
+from curate.data.errors import CurateError, ParamsError, pydantic_problems
 from curate.stages.decision import Decision, apply_decision, output_rows
+
+# names -> classes and per-worker instances live apart; stage modules import `register` from here, as before
+from curate.stages.registry import REGISTRY, ready_stage, register, release_stages
+
+__all__ = ["REGISTRY", "ArtifactStage", "GlobalStage", "MapStage", "Params", "Resources", "Stage", "StageContext",
+           "apply_decision", "ready_stage", "register", "release_stages"]
 
 Output = Literal["rows", "rows_added", "artifacts"]
 
@@ -94,7 +100,7 @@ class StageContext:
     """What `prepare` (global stages) and `build` (artifact stages) may use: the step's input, the run's
     `target:` sample (its selection part) and `heldout:` rows, a folder of the step's own, its label."""
 
-    input: Any  # curate.inputs.StepInput (not imported here: it imports this module's users)
+    input: Any  # curate.data.inputs.StepInput (not imported here: it imports this module's users)
     target: Any | None
     models_dir: Path
     label: str
@@ -125,7 +131,7 @@ class Stage:
     output: ClassVar[Output] = "rows"
     batch_rows: ClassVar[int] = 8192  # rows per table handed to `process` / `summarize`
     # Drop reasons (prefixes) that are the stage's selection budget at work, not a filter: a run warns when a step
-    # drops more than `warn_drop_share` of its rows for other reasons (curate.drops)
+    # drops more than `warn_drop_share` of its rows for other reasons (curate.engine.drops)
     selection_reasons: ClassVar[tuple[str, ...]] = ("not_selected",)
     # Columns a rejected row keeps when its stage records drops by reference (None: the whole row, the default)
     rejected_reference: ClassVar[tuple[str, ...] | None] = None
@@ -146,12 +152,20 @@ class Stage:
         self._setup_lock = threading.Lock()
         self.prepared: dict[str, Any] = {}  # set from `prepare`'s artifacts by the runner's tasks
         self.configure()
+        self._constructed = set(vars(self)) | {"_constructed"}
 
     def configure(self) -> None:
         """Set the declarations that depend on the parameters (`needs`, `uses`, `adds`, `resources`)."""
 
     def setup(self) -> None:
         """Load models or tables: called once per worker before any rows (see `ensure_setup`)."""
+
+    def teardown(self) -> None:
+        """Release what `setup` loaded (models, tables): called when the step ends. By default every attribute set
+        since construction is dropped, so the models it held can be freed."""
+        for name in set(vars(self)) - self._constructed:
+            delattr(self, name)
+        self._setup_done = False
 
     def prepare(self, context: StageContext) -> dict[str, Any]:
         """Once per run of the step, before any shard is read (a global stage: before the summaries): train an
@@ -278,11 +292,12 @@ class GlobalStage(Stage):
     report_file: ClassVar[str | None] = None  # where a decision's `report` goes in the step's folder
     # the summary columns `decide` gets (None: all); it may read others by row from `self.summaries`
     decide_columns: ClassVar[tuple[str, ...] | None] = None
-    summaries: Any = None  # a `curate.summaries.SummaryShards`, set before `decide` in a run
+    summaries: Any = None  # a `curate.data.summaries.SummaryShards`, set before `decide` in a run
 
     def decision_bytes_per_row(self) -> int | None:
         """About how many bytes the decision holds per input row (None: not known); `curate validate` and
-        `curate inspect` warn when a run's rows would need more than the machine has (`curate.memory_estimate`)."""
+        `curate inspect` warn when a run's rows would need more than the machine has
+        (`curate.engine.memory_estimate`)."""
         return None
 
     def summary_params(self) -> dict[str, Any]:
@@ -340,37 +355,3 @@ class ArtifactStage(Stage):
 
     def combine(self, context: StageContext, out_dir: Path, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
-
-
-# ---------------------------------------------------------------- registry and per-worker instances
-
-REGISTRY: dict[str, type[Stage]] = {}
-
-
-def register(cls: type[Stage]) -> type[Stage]:
-    if not cls.name or cls.name in REGISTRY:
-        raise ValueError(f"stage name {cls.name!r} is empty or already registered")
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-_ready: dict[str, Stage] = {}
-_ready_lock = threading.Lock()
-
-
-def ready_stage(name: str, params: dict[str, Any], prepared: dict[str, Any] | None = None) -> Stage:
-    """The worker's instance of a stage, built and set up once per process (models load once).
-
-    `prepared`: the stage's artifacts from `prepare`, set before `setup` so it can load them.
-    """
-    from curate.hashing import canonical_json
-
-    key = name + canonical_json(params) + canonical_json(prepared or {})
-    with _ready_lock:
-        stage = _ready.get(key)
-        if stage is None:
-            stage = REGISTRY[name](params)
-            stage.prepared = dict(prepared or {})
-            _ready[key] = stage
-    stage.ensure_setup()  # outside the registry lock: one stage's slow setup does not block the others
-    return stage

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from curate.clear import (
+from curate.methods.clear import (
     answers_agree,
     confidence,
     drop_mask,
@@ -40,7 +40,7 @@ from curate.clear import (
     reflection_certainty,
     rouge_l,
 )
-from curate.generation import GeneratorRef, ResponseStore, Sampling, generate_stored, open_generator
+from curate.models.generation import GeneratorRef, ResponseStore, Sampling, generate_stored, open_generator
 from curate.stages.base import GlobalStage, ModelOrStep, Params, Rows, StageContext, register
 from curate.stages.decision import Decision
 from curate.stages.responses import render_prompts, with_responses

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from curate.kmeans import Init, KMeansResult, kmeans
+from curate.methods.kmeans import Init, KMeansResult, kmeans
 from curate.stages.base import Params
 
 
 class KMeansParams(Params):
-    """FAISS k-means (see `curate.kmeans`): K, Lloyd iterations, restarts, seed, seeding, training subsample.
+    """FAISS k-means (see `curate.methods.kmeans`): K, Lloyd iterations, restarts, seed, seeding, training subsample.
 
     Defaults are SemDeDup's (NeMo Curator); stages override them with their method's values.
     """

@@ -25,10 +25,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
+from curate.data.targets import TARGET_NAME, TARGET_WEIGHT, weighted_union
+from curate.methods.scaling import ComputeParams, auto_budget_of_rows, needs_compute
+from curate.methods.selection import top_k
 from curate.models.lm_train import LMTrainConfig
 from curate.models.locate import named_model_identity
-from curate.scaling import ComputeParams, auto_budget_of_rows, needs_compute
-from curate.selection import top_k
 from curate.stages.base import GlobalStage, Params, Rows, StageContext, register
 from curate.stages.decision import Decision
 from curate.stages.lm_scoring import (
@@ -38,7 +39,6 @@ from curate.stages.lm_scoring import (
     score_table,
     training_texts,
 )
-from curate.targets import TARGET_NAME, TARGET_WEIGHT, weighted_union
 
 
 class PriorParams(Params):
@@ -66,7 +66,7 @@ class ColorFilterParams(ScorerParams):
     prior: PriorParams = PriorParams()
     conditional: ConditionalParams = ConditionalParams()
     tau: float | Literal["auto"] = 7.0
-    compute: ComputeParams | None = None  # the training budget behind `tau: auto` (curate.scaling)
+    compute: ComputeParams | None = None  # the training budget behind `tau: auto` (curate.methods.scaling)
     mode: Literal["global", "batched"] = "global"
     batch: int = Field(1000, ge=1)
     reduction: Literal["mean", "sum"] = "mean"

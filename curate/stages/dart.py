@@ -30,9 +30,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from curate.dart import TARGET_REACHED, UNSOLVED, QueryState, fail_rates, prop2diff_targets, rejection_sample
-from curate.generation import GeneratorRef, ResponseStore, Sampling, generate_stored, open_generator
-from curate.progress import progress
+from curate.data.progress import progress
+from curate.methods.dart import TARGET_REACHED, UNSOLVED, QueryState, fail_rates, prop2diff_targets, rejection_sample
+from curate.models.generation import GeneratorRef, ResponseStore, Sampling, generate_stored, open_generator
 from curate.stages.base import MapStage, ModelOrStep, Params, StageContext, register
 from curate.stages.decision import PARENT_ID, Decision
 from curate.stages.responses import reference_answers, render_prompts, with_responses
@@ -186,7 +186,7 @@ class Dart(MapStage):
     # ------------------------------------------------------------- per worker
 
     def setup(self) -> None:
-        from curate.math_check import AnswerChecker
+        from curate.methods.math_check import AnswerChecker
 
         p = self.params
         self.checker = AnswerChecker(p.time_limit)

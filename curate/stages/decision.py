@@ -11,11 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.dataset import rejected_rows
-from curate.schemas import conform, unify_schemas
-
-PARENT_ID, REPEAT, PART = "parent_id", "repeat", "part"  # columns of added rows and multi-input steps
-POSITION = "_position"  # a placed copy's output position, while the output is being written
+from curate.data.columns import PARENT_ID, PART, POSITION, REPEAT  # noqa: F401  (re-exported: stages use them)
+from curate.data.dataset import rejected_rows
+from curate.data.schemas import conform, unify_schemas
 
 
 @dataclass

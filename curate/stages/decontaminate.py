@@ -2,13 +2,13 @@
 
 1. `prepare` indexes the sets named in `against` (`heldout`, `target`, or files with a question and an answer field):
    every `ngram`-word window of each item's question and answer, the windows that straddle question→answer, and
-   items of `min_item_words` to `ngram`−1 words whole (`curate.decontamination.EvalIndex`).
+   items of `min_item_words` to `ngram`−1 words whole (`curate.methods.decontamination.EvalIndex`).
 2. Per shard, every window of the scanned columns (`text`, `prompt`, `response`, chat turns) is looked up; each hit
    keeps its column, n-gram and span in the original string. These are the stored scores: a new `max_doc_freq`,
    `mode` or cut setting decides again without scanning.
 3. The decision ignores n-grams found in more than `max_doc_freq` rows (boilerplate; listed as `ignored_frequent`),
    then rejects every row with a hit (`contaminated:<set>:<item>`). In `mode: cut`, a text-only row whose hits are
-   all in `text` is cut instead (NeMo's rule, `curate.decontamination.cut_fragments`): its pieces longer than
+   all in `text` is cut instead (NeMo's rule, `curate.methods.decontamination.cut_fragments`): its pieces longer than
    `min_chars` become new rows `<id>#cut<k>` with its `parent_id` (`cut_output: join`: one row, pieces joined by a
    blank line); instruction and chat rows are always dropped whole. Every hit is a row of the SQL view
    `<label>_matches`; `decontaminate.json` has the index report (items too short to index, n-grams ignored).
@@ -30,13 +30,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from curate.decontamination import FIELDS, HIT_TYPE, EvalIndex, Normalization, cut_fragments, scan
-from curate.errors import CurateError
+from curate.data.columns import TRAINING_COLUMNS
+from curate.data.errors import CurateError
+from curate.methods.decontamination import FIELDS, HIT_TYPE, EvalIndex, cut_fragments, scan
+from curate.methods.text_windows import Normalization
 from curate.stages.base import GlobalStage, Params, Rows, StageContext, register
 from curate.stages.decision import PARENT_ID, POSITION, Decision
 
 log = logging.getLogger("curate")
-SCANNED = ("text", "prompt", "response", "messages")
 SFT_COLUMNS = ("response", "messages")  # a row with one of these is an example: dropped whole, never cut
 INDEX_FILE = "index.parquet"
 MAX_FREQUENT_MATCHES = 1000  # per ignored n-gram, the rows listed in `<label>_matches`
@@ -62,7 +63,7 @@ class DecontaminateParams(Params):
     fields: list[Literal["question", "answer", "overlap"]] = list(FIELDS)
     max_doc_freq: int | None = Field(10, ge=1)  # None: no n-gram is too frequent
     mode: Literal["cut", "drop"] = "cut"  # cut: text-only rows are cut; instruction and chat rows are dropped
-    columns: list[str] = list(SCANNED)
+    columns: list[str] = list(TRAINING_COLUMNS)
     margin: int = Field(200, ge=0)
     min_chars: int = Field(200, ge=0)
     max_splits: int = Field(10, ge=1)
@@ -121,7 +122,7 @@ class Decontaminate(GlobalStage):
     # -- the index
 
     def prepare(self, context: StageContext) -> dict[str, Any]:
-        from curate.eval_sets import read_eval_set, sample_items
+        from curate.methods.eval_sets import read_eval_set, sample_items
 
         p = self.params
         sets = {}

@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.arrays import column_to_matrix, matrix_to_column
-from curate.dedup.exact import exact_keys, first_occurrences, key_matrix
-from curate.dedup.lsh import band_keys, key_clusters, pair_signature_jaccard
-from curate.dedup.minhash import MinHashParams, has_signature, minhash_signatures
-from curate.dedup.tokens import tokenize
+from curate.data.arrays import column_to_matrix, matrix_to_column
+from curate.methods.dedup.exact import exact_keys, first_occurrences, key_matrix
+from curate.methods.dedup.lsh import band_keys, key_clusters, pair_signature_jaccard
+from curate.methods.dedup.minhash import MinHashParams, has_signature, minhash_signatures
+from curate.methods.dedup.tokens import tokenize
 from curate.stages.base import GlobalStage, Params, Rows, register
 from curate.stages.decision import Decision
 

@@ -2,13 +2,13 @@
 
 Method (global stage):
 1. FAISS k-means on the `embedding` column (`clusters` K, clamped to the number of rows with an
-   embedding; see `curate.kmeans`).
+   embedding; see `curate.methods.kmeans`).
 2. Budget B = `count`, or floor(`fraction` · N) with N = all input rows (give exactly one of the two); `fraction:
    auto` takes the rows of the `quality` buckets the scaling law recommends for `compute:` (docs/methods.md §8).
 3. Per-cluster quotas b_j: `quota: equal` (the repo's code, b_j = min(floor(B/K), |C_j|)) or
    `proportional` (floor(B·|C_j|/N)); `redistribute: true` hands what small clusters leave unused to
    clusters with room (our improvement; off as in the repo). `cluster_weights` (K non-negative numbers,
-   e.g. from `curate.selection.cluster_weights` in the iterative variant, §4.5) replaces both: B cluster
+   e.g. from `curate.methods.selection.cluster_weights` in the iterative variant, §4.5) replaces both: B cluster
    labels are drawn from Categorical(w) and b_j = min(m_j, |C_j|).
 4. Inside each cluster, b_j rows without replacement with P ∝ exp(q / `temperature`), q the numeric
    column named by `quality` (Gumbel-top-k, all clusters in one sort; no exp is taken, so no overflow).
@@ -41,18 +41,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from curate.embedding import EMBEDDING, HoldsEmbeddings, check_embedding_type, embedding_matrix
-from curate.errors import CurateError
-from curate.models.finetune import FinetuneConfig
-from curate.models.locate import named_model_identity
-from curate.scaling import ComputeParams, auto_budget_of_rows, needs_compute
-from curate.selection import (
+from curate.data.embedding import EMBEDDING, HoldsEmbeddings, check_embedding_type, embedding_matrix
+from curate.data.errors import CurateError
+from curate.methods.scaling import ComputeParams, auto_budget_of_rows, needs_compute
+from curate.methods.selection import (
     allocate_quotas,
     fraction_to_k,
     gumbel_noise,
     quotas_from_weights,
     segmented_top_k,
 )
+from curate.models.finetune import FinetuneConfig
+from curate.models.locate import named_model_identity
 from curate.stages.base import GlobalStage, Rows, StageContext, register
 from curate.stages.clustering import KMeansParams
 from curate.stages.decision import Decision
@@ -75,7 +75,7 @@ class KMeansDiversityParams(KMeansParams):
     temperature: float = Field(1.0, gt=0)
     quality_scale: Literal["raw", "zscore"] = "raw"
     fraction: float | Literal["auto"] | None = None  # auto: the compute-aware share of the `quality` buckets
-    compute: ComputeParams | None = None  # the training budget behind `fraction: auto` (curate.scaling)
+    compute: ComputeParams | None = None  # the training budget behind `fraction: auto` (curate.methods.scaling)
     count: int | None = Field(None, ge=0)
     cluster_weights: list[float] | None = None
     # iterative kMQ (§4.5): rounds > 1 fine-tunes and scores between rounds

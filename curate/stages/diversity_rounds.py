@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from curate.data.columns import TRAINING_COLUMNS
+from curate.methods.selection import allocate_quotas, cluster_weights, draw_size, next_round, segmented_top_k
 from curate.models.finetune import FinetuneConfig
-from curate.selection import allocate_quotas, cluster_weights, draw_size, next_round, segmented_top_k
 
 log = logging.getLogger("curate")
-TEXT_COLUMNS = ("text", "prompt", "response", "messages")
 
 
 @dataclass
@@ -108,7 +108,7 @@ class Rounds:
     # -- helpers
 
     def _rows(self, indices: np.ndarray) -> list[dict[str, Any]]:
-        columns = [c for c in TEXT_COLUMNS if c in self.rows.schema.names]
+        columns = [c for c in TRAINING_COLUMNS if c in self.rows.schema.names]
         return self.rows.take(np.asarray(indices, np.int64), columns).to_pylist()
 
     def _round_config(self) -> FinetuneConfig:

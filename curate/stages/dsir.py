@@ -1,8 +1,8 @@
 """`dsir`: DSIR, data selection by importance resampling with hashed n-gram features (docs/methods.md §6.6).
 
 1. `prepare` fits two bag-of-n-gram models over `num_buckets` hashed unigram + bigram buckets (`ngrams`,
-   `curate.ngram_features`): the target's, p_T (all its tokens, Laplace pseudo-count `smoothing` per bucket; with
-   several targets the weighted mixture of each target's normalised model), and the raw pool's, q_R (the first
+   `curate.methods.ngram_features`): the target's, p_T (all its tokens, Laplace pseudo-count `smoothing` per bucket;
+   with several targets the weighted mixture of each target's normalised model), and the raw pool's, q_R (the first
    `num_tokens_to_fit` tokens of the step's input: `auto` = 100,000 x buckets, `all`, or a number).
    It stores log p_T - log q_R (with the package's 1e-8 floors) for the workers.
 2. Per shard, each row's log importance weight `dsir_logw` = Σ_k c_k(x) (log p_T(k) - log q_R(k)) over its
@@ -29,14 +29,14 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from curate.errors import CurateError
-from curate.ngram_features import HashName, bucket_counts, hashed_ngrams
-from curate.scaling import ComputeParams, auto_budget, needs_compute
-from curate.selection import Budget, budget_to_k, gumbel_noise
-from curate.selection import top_k as top_k_positions
+from curate.data.errors import CurateError
+from curate.data.targets import target_groups
+from curate.methods.ngram_features import HashName, bucket_counts, hashed_ngrams
+from curate.methods.scaling import ComputeParams, auto_budget, needs_compute
+from curate.methods.selection import Budget, budget_to_k, gumbel_noise
+from curate.methods.selection import top_k as top_k_positions
 from curate.stages.base import GlobalStage, Params, Rows, StageContext, register
 from curate.stages.decision import Decision
-from curate.targets import target_groups
 
 log = logging.getLogger("curate")
 FLOOR = 1e-8  # the package's floor inside both logs
@@ -45,7 +45,7 @@ LOGW = "dsir_logw"
 
 class DsirParams(Params):
     budget: Budget
-    compute: ComputeParams | None = None  # the training budget behind `budget: auto` (curate.scaling)
+    compute: ComputeParams | None = None  # the training budget behind `budget: auto` (curate.methods.scaling)
     column: str = "text"
     num_buckets: int = Field(10_000, ge=2)
     ngrams: int = Field(2, ge=1, le=5)

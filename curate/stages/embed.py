@@ -39,9 +39,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from curate.arrays import matrix_to_column
-from curate.embedding import EMBEDDING
-from curate.errors import CurateError
+from curate.data.arrays import matrix_to_column
+from curate.data.devices import cuda_available
+from curate.data.embedding import EMBEDDING
+from curate.data.errors import CurateError
 from curate.stages.base import MapStage, Params, Resources, register
 from curate.stages.decision import Decision
 
@@ -71,9 +72,7 @@ def _wants_gpu(device: str) -> bool:
         return True
     if device != "auto":
         return False
-    import torch
-
-    return torch.cuda.is_available()
+    return cuda_available()
 
 
 @register

@@ -30,15 +30,16 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
-from curate import closed_loop
-from curate.dataset import atomic_write_text
-from curate.errors import CurateError
-from curate.leaks import Leak, act_on, find_leaks
+from curate.data.columns import TRAINING_COLUMNS
+from curate.data.dataset import atomic_write_text
+from curate.data.devices import cuda_available
+from curate.data.errors import CurateError
+from curate.methods import closed_loop
+from curate.methods.leaks import Leak, act_on, find_leaks
 from curate.models.finetune import METRICS_FILE, FinetuneConfig, finetune
 from curate.models.locate import load_tokenizer, named_model_identity
 from curate.stages.base import ArtifactStage, Params, Resources, StageContext, register
 
-TRAINING_COLUMNS = ("text", "prompt", "response", "messages")
 HELDOUT_COLUMNS = (*TRAINING_COLUMNS, "answer")
 RESERVED = ("selection", "random", "full")
 ARMS_FILE = "arms.json"
@@ -253,7 +254,7 @@ class Evaluate(ArtifactStage):
         return result
 
     def _accuracy(self, heldout: list[dict[str, Any]]) -> Any:
-        from curate.answers import reference_answer
+        from curate.methods.answers import reference_answer
 
         if self.params.accuracy == "off":
             return None
@@ -270,7 +271,7 @@ class Evaluate(ArtifactStage):
     # -- the table
 
     def combine(self, context: StageContext, out_dir: Path, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        from curate.plots import loss_curves_png
+        from curate.methods.plots import loss_curves_png
 
         plan = json.loads((out_dir / ARMS_FILE).read_text())
         summary = summarize_arms(plan, list(results.values()))
@@ -286,7 +287,7 @@ def held_out_accuracy(model: Any, tokenizer: Any, scored: list[tuple[dict[str, A
                       max_new_tokens: int, batch_size: int = 64) -> dict[str, Any]:
     """Greedy answers to the held-out prompts, checked against their reference answers."""
     started = time.perf_counter()
-    from curate.answers import final_answer, same_answer
+    from curate.methods.answers import final_answer, same_answer
     from curate.models.generate import greedy_generate
     from curate.models.lm_train import model_context, start_token_id
     from curate.models.sft_data import prompt_ids
@@ -346,6 +347,4 @@ def summarize_arms(plan: dict[str, Any], results: list[dict[str, Any]]) -> dict[
 
 
 def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    return cuda_available()

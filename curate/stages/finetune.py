@@ -16,17 +16,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curate.leaks import Leak, act_on, find_leaks
+from curate.data.columns import TRAINING_COLUMNS
+from curate.methods.leaks import Leak, act_on, find_leaks
 from curate.models.finetune import FinetuneConfig, finetune
 from curate.models.locate import named_model_identity
 from curate.stages.base import ArtifactStage, Params, Resources, StageContext, register
 
-TRAINING_COLUMNS = ("text", "prompt", "response", "messages")
-
 
 class FinetuneParams(FinetuneConfig, Params):
     """The fine-tuning configuration (see `FinetuneConfig`) as stage parameters, and what to do with training rows
-    that repeat held-out rows (`leak`, `curate.leaks`)."""
+    that repeat held-out rows (`leak`, `curate.methods.leaks`)."""
 
     leak: Leak = "exclude"
 

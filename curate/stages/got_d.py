@@ -2,7 +2,7 @@
 
 One entropic OT problem between the target's embeddings (marginal a: uniform, or each target's `weight`
 spread over its rows) and the candidates' `embedding` column (marginal b, uniform) is solved with log-domain
-Sinkhorn (`curate.ot.sinkhorn`; the cost in tiles by `kernels.sinkhorn`, never stored). The candidates'
+Sinkhorn (`curate.methods.ot.sinkhorn`; the cost in tiles by `kernels.sinkhorn`, never stored). The candidates'
 calibrated gradient `ot_grad` (§5.5) is the derivative of the OT cost with respect to each one's mass: the
 `budget` most negative are kept, the rest dropped with `not_selected` (score: their `ot_grad`). Rows without
 an embedding are dropped with `missing_embedding`.
@@ -31,15 +31,15 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from curate.arrays import matrix_to_column
-from curate.embedding import EMBEDDING, HoldsEmbeddings, embedding_matrix
-from curate.errors import CurateError
-from curate.scaling import ComputeParams, auto_budget_of_rows, needs_compute
-from curate.selection import Budget, budget_to_k, top_k
+from curate.data.arrays import matrix_to_column
+from curate.data.embedding import EMBEDDING, HoldsEmbeddings, embedding_matrix
+from curate.data.errors import CurateError
+from curate.data.targets import target_groups, target_row_weights
+from curate.methods.scaling import ComputeParams, auto_budget_of_rows, needs_compute
+from curate.methods.selection import Budget, budget_to_k, top_k
 from curate.stages.base import GlobalStage, Params, Resources, Rows, StageContext, register
 from curate.stages.decision import Decision
 from curate.stages.embed import EmbedParams
-from curate.targets import target_groups, target_row_weights
 
 log = logging.getLogger("curate")
 PIECES = "_pieces"  # a summary column: the embeddings of a row's pieces (length normalisation)
@@ -57,7 +57,7 @@ class SinkhornParams(Params):
 
 class GotDParams(Params):
     budget: Budget
-    compute: ComputeParams | None = None  # the training budget behind `budget: auto` (curate.scaling)
+    compute: ComputeParams | None = None  # the training budget behind `budget: auto` (curate.methods.scaling)
     sinkhorn: SinkhornParams = SinkhornParams()
     embed: EmbedParams | None = None  # how the target (and pieces) are embedded: default, the upstream `embed`
     length_normalize: bool = False
@@ -199,8 +199,8 @@ class GotD(HoldsEmbeddings, GlobalStage):
 
     def _solve(self, vectors: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         """The candidates' potentials g, from the stored solve when there is one (a new budget)."""
+        from curate.methods.ot import sinkhorn
         from curate.models.embedder import resolve_device
-        from curate.ot import sinkhorn
 
         stored = Path(self.prepared["models"]) / "potentials.npz"
         if stored.is_file():
@@ -217,7 +217,7 @@ class GotD(HoldsEmbeddings, GlobalStage):
         return result.g, summary
 
     def decide(self, summary: pa.Table, rows: Rows) -> Decision:
-        from curate.ot import calibrated_gradient
+        from curate.methods.ot import calibrated_gradient
 
         n = summary.num_rows
         vectors, owner, valid = self._candidates(summary, rows)

@@ -69,6 +69,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from curate.methods.text import Words, split_words
 from curate.stages.base import MapStage, Params, register
 from curate.stages.decision import Decision
 from curate.stages.repetition import (
@@ -79,7 +80,6 @@ from curate.stages.repetition import (
     ratio,
     split_pieces,
 )
-from curate.text import Words, split_words
 
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 BULLETS = "-*•‣◦⁃∙"

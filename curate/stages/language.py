@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from curate.errors import CurateError
+from curate.data.errors import CurateError
 from curate.stages.base import MapStage, Params, Resources, register
 from curate.stages.decision import Decision
 

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from curate.dataset import Dataset
-from curate.selection import fraction_to_k
+from curate.data.dataset import Dataset
+from curate.methods.selection import fraction_to_k
 from curate.stages.base import Params
 
 ScoredPart = Literal["text", "response"]

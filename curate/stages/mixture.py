@@ -34,11 +34,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from curate.errors import CurateError
-from curate.hashing import hash_strings_u64
+from curate.data.errors import CurateError
+from curate.data.hashing import hash_strings_u64
+from curate.models.token_count import WORDS, TokenCounter
 from curate.stages.base import GlobalStage, Params, Rows, register
 from curate.stages.decision import PARENT_ID, PART, Decision
-from curate.token_count import WORDS, TokenCounter
 
 log = logging.getLogger("curate")
 OUTPUT_COLUMNS = ("id", "source", "text", "prompt", "response", "answer", "messages", PART, "repeat", PARENT_ID)

@@ -8,7 +8,8 @@ training rows from the selection with reason `reference_split`). `part: text` sc
 Decision (`mode`), over the rows' PPL, per group of `group_by` when set (percentiles per group):
 - `band`: keep `min_ppl <= PPL <= max_ppl` (either bound may be null; both null keeps all: scoring only);
 - `lowest` / `highest`: keep floor(`fraction` * n) rows of lowest / highest PPL (ties: lower position);
-  `fraction: auto` keeps the PPL quantile buckets the scaling law recommends for `compute:` (§8, curate.scaling);
+  `fraction: auto` keeps the PPL quantile buckets the scaling law recommends for `compute:` (§8,
+  curate.methods.scaling);
 - `middle`: keep the central `fraction` of the mass, ranks [50 - 50ρ, 50 + 50ρ] percent;
 - `percentile_buckets`: CCNet buckets: `cutoffs` (percentiles, default 30 and 60) split rows into `buckets`
   (`head` < P30 <= `middle` < P60 <= `tail`); keep the `keep` buckets. Adds `ppl_bucket`.
@@ -25,10 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
+from curate.methods.scaling import ComputeParams, auto_budget, needs_compute
+from curate.methods.selection import fraction_to_k, top_k
 from curate.models.lm_train import LMTrainConfig
 from curate.models.locate import named_model_identity
-from curate.scaling import ComputeParams, auto_budget, needs_compute
-from curate.selection import fraction_to_k, top_k
 from curate.stages.base import GlobalStage, Params, Rows, StageContext, register
 from curate.stages.decision import Decision
 from curate.stages.lm_scoring import (
@@ -61,7 +62,7 @@ class PerplexityParams(ScorerParams):
     min_ppl: float | None = Field(None, ge=0)
     max_ppl: float | None = Field(None, ge=0)
     fraction: float | Literal["auto"] | None = Field(None)
-    compute: ComputeParams | None = None  # the training budget behind `fraction: auto` (curate.scaling)
+    compute: ComputeParams | None = None  # the training budget behind `fraction: auto` (curate.methods.scaling)
     cutoffs: list[float] = [30.0, 60.0]
     buckets: list[str] = ["head", "middle", "tail"]
     keep: list[str] = ["head"]

@@ -14,9 +14,9 @@ without words, lines or paragraphs) is NaN, and NaN never fails a rule.
 - duplicate n-gram char fraction = characters of the words covered by any non-first occurrence of an
   n-gram that occurs more than once in the document / characters of all words.
 
-Words are white-space separated (`curate.text.split_words`); a word's characters are its code points.
+Words are white-space separated (`curate.methods.text.split_words`); a word's characters are its code points.
 Equal pieces and words are found exactly (Arrow dictionary encoding); n-grams by 64-bit hashes of word
-ids (`curate.text.iter_ngram_hashes`).
+ids (`curate.methods.text.iter_ngram_hashes`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.text import Words, iter_ngram_hashes
+from curate.methods.text import Words, iter_ngram_hashes
 
 PARAGRAPH_BREAK = r"\n\s*\n"
 _DOC_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd constant: mixes the document into n-gram keys

@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.math_check import extract_answer
+from curate.methods.math_check import extract_answer
 
 
 def render_prompts(table: pa.Table, template: str) -> list[str]:
@@ -17,7 +17,7 @@ def render_prompts(table: pa.Table, template: str) -> list[str]:
     try:
         return [template.format(**row) for row in rows]
     except KeyError as missing:
-        from curate.errors import CurateError
+        from curate.data.errors import CurateError
 
         raise CurateError(f"prompt_template {template!r} names the column {missing}, which the rows lack; they "
                           f"have {table.column_names}") from None

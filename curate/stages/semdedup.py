@@ -2,7 +2,7 @@
 
 Method (global stage):
 1. L2-normalise the `embedding` column and cluster it with spherical FAISS k-means (`clusters` K,
-   clamped to the number of rows; `niter`, `seed`, `init`, `max_points_per_centroid`: see `curate.kmeans`).
+   clamped to the number of rows; `niter`, `seed`, `init`, `max_points_per_centroid`: see `curate.methods.kmeans`).
 2. Order each cluster by distance to its centroid (1 - cosine): `order: hard` farthest first (default),
    `easy` nearest first, `random` a shuffle drawn from `seed`. Ties break by `id`.
 3. For item j of a cluster, M_j = max over earlier items i < j of cos(e_i, e_j), with its argmax.
@@ -36,8 +36,8 @@ import pyarrow.compute as pc
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
-from curate.embedding import EMBEDDING, HoldsEmbeddings, check_embedding_type, embedding_matrix
-from curate.kmeans import l2_normalize
+from curate.data.embedding import EMBEDDING, HoldsEmbeddings, check_embedding_type, embedding_matrix
+from curate.methods.kmeans import l2_normalize
 from curate.stages.base import GlobalStage, Rows, register
 from curate.stages.clustering import KMeansParams
 from curate.stages.decision import Decision

@@ -28,9 +28,9 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from curate.config import PipelineConfig, load_config  # noqa: E402
-from curate.executors import is_transient, threads_for  # noqa: E402
-from curate.runner import Runner, StepResult  # noqa: E402
+from curate.engine.config import PipelineConfig, load_config, parse_config, resolved_config  # noqa: E402
+from curate.engine.executors import is_transient, threads_for  # noqa: E402
+from curate.engine.runner import Runner, StepResult  # noqa: E402
 from curate.stages.base import Resources  # noqa: E402
 
 
@@ -62,7 +62,7 @@ class PrefectExecutor:
         if self.on_ray:  # Ray places each task by the stage's declared resources and queues the rest
             from prefect_ray.context import remote_options as ray_options
 
-            from curate.ray_engine import remote_options
+            from curate.engine.ray_engine import remote_options
 
             with ray_options(**remote_options(resources)):
                 futures = [runnable.with_options(task_run_name=name).submit(*args)
@@ -82,12 +82,14 @@ class PrefectExecutor:
 
 
 @flow(name="curate-pipeline")
-def curate_pipeline(config_path: str, output: str | None = None, workers: int | None = None) -> list[dict[str, Any]]:
-    """Run the pipeline config at `config_path` (optionally writing to `output`)."""
-    config = load_config(config_path, output=output)
-    executor = PrefectExecutor(config.engine.retries, workers or config.engine.workers,
-                               on_ray=config.engine.kind == "ray")
-    return [asdict(r) for r in Runner(config, executor).run()]
+def curate_pipeline(config_path: str | None = None, output: str | None = None, workers: int | None = None,
+                    config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run a pipeline: the config file at `config_path` (read at every run: a schedule picks up edits), or a
+    resolved `config` mapping (`curate.engine.config.resolved_config`, as `curate.engine.run` passes it)."""
+    loaded = load_config(config_path, output=output) if config is None else parse_config(config)
+    executor = PrefectExecutor(loaded.engine.retries, workers or loaded.engine.workers,
+                               on_ray=loaded.engine.kind == "ray")
+    return [asdict(r) for r in Runner(loaded, executor).run()]
 
 
 def task_runner(config: PipelineConfig, workers: int | None = None) -> Any:
@@ -96,7 +98,7 @@ def task_runner(config: PipelineConfig, workers: int | None = None) -> Any:
         return ThreadPoolTaskRunner(max_workers=workers or config.engine.workers)
     from prefect_ray import RayTaskRunner
 
-    from curate.ray_engine import init_arguments
+    from curate.engine.ray_engine import init_arguments
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = config.engine.address
@@ -105,9 +107,7 @@ def task_runner(config: PipelineConfig, workers: int | None = None) -> Any:
     return RayTaskRunner(address=address)
 
 
-def run_flow(config_path: str, output: str | None = None, workers: int | None = None) -> list[StepResult]:
-    """Validate, then run the config as a Prefect flow run on the engine's task runner."""
-    config = load_config(config_path, output=output)
-    runnable = curate_pipeline.with_options(task_runner=task_runner(config, workers),
-                                            flow_run_name=f"curate-{config.name}")
-    return [StepResult(**r) for r in runnable(config_path, output, workers)]
+def run_flow(config: PipelineConfig) -> list[StepResult]:
+    """Run a validated config as a Prefect flow run on the engine's task runner (`curate.engine.run` calls it)."""
+    runnable = curate_pipeline.with_options(task_runner=task_runner(config), flow_run_name=f"curate-{config.name}")
+    return [StepResult(**r) for r in runnable(config=resolved_config(config))]

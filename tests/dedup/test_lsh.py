@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.dedup import lsh
-from curate.dedup.evaluate import similar_pairs
-from curate.dedup.lsh import (
+from curate.methods.dedup import lsh
+from curate.methods.dedup.evaluate import similar_pairs
+from curate.methods.dedup.lsh import (
     bucket_anchors,
     candidate_pairs,
     connected_representatives,
@@ -16,7 +16,7 @@ from curate.dedup.lsh import (
     lsh_clusters,
     set_pair_jaccard,
 )
-from curate.dedup.minhash import EMPTY, MinHashParams, minhash_signatures
+from curate.methods.dedup.minhash import EMPTY, MinHashParams, minhash_signatures
 
 
 def _reference_anchors(band: np.ndarray) -> np.ndarray:
@@ -117,7 +117,7 @@ def test_band_keys_give_the_clusters_of_the_signatures(data_dir, verify):
     copies, the clusters are those of the signatures, and signatures are read only for candidate rows."""
     import json
 
-    from curate.dedup.evaluate import inject_near_duplicates
+    from curate.methods.dedup.evaluate import inject_near_duplicates
 
     rows = [json.loads(line) for line in (data_dir / "dedup_pool_mixed_long.jsonl").open(encoding="utf-8")]
     base = [r["text"] for r in rows]

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.dedup.exact import exact_keys, first_occurrences, key_matrix
-from curate.dedup.minhash import (
+from curate.methods.dedup.exact import exact_keys, first_occurrences, key_matrix
+from curate.methods.dedup.minhash import (
     EMPTY,
     MERSENNE,
     MinHashParams,
@@ -23,8 +23,8 @@ from curate.dedup.minhash import (
     signature_jaccard,
     signatures_from_shingles,
 )
-from curate.dedup.tokens import simplified_word_hashes, tokenize
-from curate.text import hash_strings, split_words
+from curate.methods.dedup.tokens import simplified_word_hashes, tokenize
+from curate.methods.text import hash_strings, split_words
 
 # ---------------------------------------------------------------- mod-p arithmetic
 

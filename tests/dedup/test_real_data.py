@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.dedup.evaluate import inject_near_duplicates, pair_jaccard, similar_pairs
-from curate.dedup.lsh import exact_pair_jaccard, lsh_clusters
-from curate.dedup.minhash import MinHashParams, minhash_signatures
+from curate.methods.dedup.evaluate import inject_near_duplicates, pair_jaccard, similar_pairs
+from curate.methods.dedup.lsh import exact_pair_jaccard, lsh_clusters
+from curate.methods.dedup.minhash import MinHashParams, minhash_signatures
 from curate.stages.dedup import Dedup
 
 RATES = [0.003, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2]

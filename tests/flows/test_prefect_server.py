@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curate.dataset import Dataset
+from curate.data.dataset import Dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL = ROOT / "tests" / "data" / "ingest" / "pool_sample.jsonl"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.errors import ConfigError
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset
+from curate.data.errors import ConfigError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 
 ray = pytest.importorskip("ray")
 DATA = Path(__file__).parents[1] / "data" / "ingest"

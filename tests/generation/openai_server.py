@@ -13,8 +13,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from curate.generation.local import LocalGenerator
-from curate.generation.sampling import Sampling
+from curate.models.generation.local import LocalGenerator
+from curate.models.generation.sampling import Sampling
 
 
 class OpenAIServer:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from curate.errors import CurateError
-from curate.generation import (
+from curate.data.errors import CurateError
+from curate.models.generation import (
     EndpointGenerator,
     EndpointSpec,
     ResponseStore,
@@ -13,7 +13,7 @@ from curate.generation import (
     generate_stored,
     prompt_seed,
 )
-from curate.generation.local import LocalGenerator
+from curate.models.generation.local import LocalGenerator
 from tests.generation.openai_server import OpenAIServer
 from tests.lm_fixtures import read_records
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from curate.generation.local import LocalGenerator
-from curate.generation.sampling import Sampling
+from curate.models.generation.local import LocalGenerator
+from curate.models.generation.sampling import Sampling
 from tests.lm_fixtures import read_records
 
 PROMPTS = [r["prompt"] for r in read_records("finetune_gsm8k.jsonl")[:10]]

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from curate.generation import ResponseStore, Sampling, generate_stored
-from curate.generation.local import LocalGenerator
-from curate.generation.sampling import Completion
+from curate.models.generation import ResponseStore, Sampling, generate_stored
+from curate.models.generation.local import LocalGenerator
+from curate.models.generation.sampling import Completion
 from tests.kernels.script_runner import REPO
 from tests.lm_fixtures import read_records
 
@@ -65,8 +65,8 @@ import json, sys, torch
 torch.set_num_threads(1)
 import pytest
 
-from curate.generation import ResponseStore, Sampling, generate_stored
-from curate.generation.local import LocalGenerator
+from curate.models.generation import ResponseStore, Sampling, generate_stored
+from curate.models.generation.local import LocalGenerator
 model, folder, log = sys.argv[1:4]
 prompts = json.loads(open(sys.argv[4]).read())
 generator = LocalGenerator(model, device="cpu", batch_tokens=64)  # one prompt per batch

@@ -19,13 +19,13 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.errors import ConfigError, CurateError
-from curate.executors import with_retries
-from curate.io.readers import read_unit
+from curate.data.dataset import Dataset
+from curate.data.errors import ConfigError, CurateError
+from curate.engine.config import parse_config
+from curate.engine.executors import with_retries
+from curate.engine.runner import run_pipeline
+from curate.io.formats import read_unit
 from curate.io.sources import InputUnit
-from curate.runner import run_pipeline
 
 DATA = Path(__file__).parents[1] / "data"
 POOL = [json.loads(line) for line in (DATA / "ingest" / "pool_sample.jsonl").read_text().splitlines()]

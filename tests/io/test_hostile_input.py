@@ -18,10 +18,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.runner import run_pipeline
-from curate.sql import query
+from curate.data.dataset import Dataset
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.inspect.sql import query
 from tests.cli_runner import BIN
 
 GOOD = [json.dumps({"text": f"good row number {i} with enough words"}) for i in range(5)]
@@ -109,7 +109,8 @@ def test_a_bomb_and_a_long_line_are_rejected_without_being_held(tmp_path):
         f.write(json.dumps({"text": "a row before the long one"}) + "\n")
         f.write('{"text": "' + "a" * (70 << 20) + '"}\n')
         f.write(json.dumps({"text": "a row after the long one"}) + "\n")
-    script = ("import sys\nfrom curate.config import parse_config\nfrom curate.runner import run_pipeline\n"
+    script = ("import sys\nfrom curate.engine.config import parse_config\n"
+              "from curate.engine.runner import run_pipeline\n"
               "run_pipeline(parse_config({'name': 'm', 'inputs': [{'path': sys.argv[1]}], 'output': sys.argv[2], "
               "'engine': {'prefect': False, 'workers': 1}, 'stages': []}))\n"
               # the child's own peak (VmHWM: ru_maxrss keeps the forking parent's across exec), MiB

@@ -16,10 +16,10 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.errors import ConfigError
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset
+from curate.data.errors import ConfigError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 
 DATA = Path(__file__).parents[1] / "data" / "ingest"
 GSM8K = [json.loads(line) for line in (DATA / "gsm8k_sample.jsonl").read_text().splitlines()]

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.dataset import Dataset
-from curate.errors import CurateError
+from curate.data.dataset import Dataset
+from curate.data.errors import CurateError
 from curate.io.texts import read_texts
 from tests.lm_fixtures import DATA, read_records
 

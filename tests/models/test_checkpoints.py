@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from curate.errors import CurateError
+from curate.data.errors import CurateError
 from curate.models.train_loop import Checkpoints
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from curate.errors import CurateError
+from curate.data.errors import CurateError
 from curate.models.lm_scorer import LMScorer, NLLScores
 from curate.models.lm_train import LMTrainConfig, train_lm
 from tests.lm_fixtures import TINY_LM, read_records

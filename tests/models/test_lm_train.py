@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from curate.errors import CurateError
+from curate.data.errors import CurateError
 from curate.models.lm_scorer import LMScorer
 from curate.models.lm_train import (
     SPECIAL_TOKEN,

@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.clear import drop_mask, observed_consistency, rank_normalised, reflection_certainty, rouge_l
-from curate.config import parse_config
-from curate.dataset import Dataset, side_path
-from curate.generation.sampling import Completion
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset, side_path
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.methods.clear import drop_mask, observed_consistency, rank_normalised, reflection_certainty, rouge_l
+from curate.models.generation.sampling import Completion
 from curate.stages.clear import Clear
 from tests.lm_fixtures import arithmetic_problems
 

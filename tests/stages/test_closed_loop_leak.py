@@ -1,6 +1,6 @@
 """The closed loop is leak-proof: held-out rows copied into the pool are found before any model trains, left out of
 every arm alike (`leak: exclude`), and recorded in results.json, the console table and the model's metrics;
-`leak: fail` stops the step and `warn` trains on them (curate.leaks)."""
+`leak: fail` stops the step and `warn` trains on them (curate.methods.leaks)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.errors import CurateError
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset
+from curate.data.errors import CurateError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from tests.cli_runner import curate
 from tests.lm_fixtures import read_records
 

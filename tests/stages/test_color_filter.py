@@ -12,11 +12,11 @@ import pytest
 import torch
 from curate.kernels.chunked_ce import sequence_nll, token_nll
 
-from curate.config import parse_config
-from curate.dataset import Dataset
+from curate.data.dataset import Dataset
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from curate.models.lm_scorer import LMScorer
 from curate.models.lm_train import LMTrainConfig, train_lm
-from curate.runner import run_pipeline
 from curate.stages.color_filter import color_scores, color_select
 from tests.lm_fixtures import TINY_LM, read_records
 from tests.run_copy import copy_run

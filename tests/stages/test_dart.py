@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from curate.config import parse_config
-from curate.dart import TARGET_REACHED, TRIAL_CAP, UNSOLVED, QueryState, prop2diff_targets, rejection_sample
-from curate.dataset import Dataset
-from curate.errors import ConfigError
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset
+from curate.data.errors import ConfigError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.methods.dart import TARGET_REACHED, TRIAL_CAP, UNSOLVED, QueryState, prop2diff_targets, rejection_sample
 from tests.lm_fixtures import DATA, arithmetic_problems
 
 
@@ -134,7 +134,7 @@ def test_synthesize_with_a_local_model(arithmetic_lm, tmp_path):
     stores = list((tmp_path / "run" / "models" / "dart" / "generations").glob("*.jsonl"))
     assert {p.name.split("-")[0] for p in stores} == {"probe", "dart"}
     # a re-run with a new decision parameter reuses every stored generation: nothing is generated again
-    import curate.generation.local as local
+    import curate.models.generation.local as local
 
     def no_generation(*args, **kwargs):
         raise AssertionError("generated again")
@@ -173,7 +173,7 @@ def test_synthesize_through_an_endpoint_resumes_after_a_kill_without_generating_
     import sys
     import time
 
-    from curate.generation import prompt_seed
+    from curate.models.generation import prompt_seed
     from tests.generation.openai_server import OpenAIServer
 
     problems = write_sums(tmp_path / "sums.jsonl", 14)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curate.dataset import Dataset, side_path
+from curate.data.dataset import Dataset, side_path
 from tests.cli_runner import curate
 
 FOX = "The quick brown fox jumps over the lazy dog while the cat sleeps soundly today."

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from curate.decontamination import EvalIndex, normalize_text
-from curate.eval_sets import items_from_rows
+from curate.methods.decontamination import EvalIndex
+from curate.methods.eval_sets import items_from_rows
+from curate.methods.text_windows import normalize_text
 from curate.stages.decontaminate import Decontaminate
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.dedup.evaluate import edit_words
-from curate.errors import ConfigError
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset
+from curate.data.errors import ConfigError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.methods.dedup.evaluate import edit_words
 from curate.stages import REGISTRY
 from curate.stages.dedup import Dedup, DedupParams, signature_matrix
 

@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.arrays import matrix_to_column
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.embedding import embedding_matrix
-from curate.errors import CurateError
-from curate.runner import run_pipeline
+from curate.data.arrays import matrix_to_column
+from curate.data.dataset import Dataset
+from curate.data.embedding import embedding_matrix
+from curate.data.errors import CurateError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from curate.stages.base import REGISTRY, MapStage, Params, register
 from curate.stages.decision import Decision
 from curate.stages.diversity import KMeansDiversity, KMeansDiversityParams

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.kmeans import kmeans
+from curate.methods.kmeans import kmeans
 from curate.stages.diversity import KMeansDiversity
 from curate.stages.embed import Embed
 

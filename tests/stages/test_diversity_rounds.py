@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.config import parse_config
-from curate.dataset import Dataset, manifest_path, side_path
-from curate.runner import run_pipeline
-from curate.sql import query
+from curate.data.dataset import Dataset, manifest_path, side_path
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.inspect.sql import query
 from curate.stages.diversity import KMeansDiversityParams
 from curate.stages.diversity_rounds import Rounds
 from tests.stages.test_diversity import BLOBS, _write

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from curate.config import parse_config
-from curate.runner import run_pipeline
-from curate.sql import query
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.inspect.sql import query
 from tests.lm_fixtures import read_records
 
 GSM = read_records("finetune_gsm8k.jsonl")[:200]

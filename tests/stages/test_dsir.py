@@ -11,14 +11,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.inputs import StepInput
-from curate.ngram_features import hashed_ngrams, word_tokens
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset
+from curate.data.inputs import StepInput
+from curate.data.targets import TARGET_NAME, TARGET_WEIGHT
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.methods.ngram_features import hashed_ngrams, word_tokens
 from curate.stages.base import StageContext, TableRows
 from curate.stages.dsir import Dsir, select_rows
-from curate.targets import TARGET_NAME, TARGET_WEIGHT
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -16,13 +16,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.arrays import column_to_matrix
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.errors import CurateError
+from curate.data.arrays import column_to_matrix
+from curate.data.dataset import Dataset
+from curate.data.errors import CurateError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from curate.models.embedder import load_embedder, packaged_model_path
 from curate.models.locate import folder_identity
-from curate.runner import run_pipeline
 from curate.stages.embed import Embed
 from tests.threads import run_in_threads
 
@@ -304,9 +304,9 @@ def test_runner_adds_embedding_column(tmp_path):
 def test_replacing_a_local_model_in_place_changes_the_stage_fingerprint(tmp_path):
     import shutil
 
-    from curate.config import parse_config
+    from curate.engine.config import parse_config
+    from curate.engine.runner import Runner
     from curate.models.embedder import packaged_model_path
-    from curate.runner import Runner
 
     model = tmp_path / "model"
     shutil.copytree(packaged_model_path(), model)

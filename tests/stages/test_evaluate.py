@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from curate.config import parse_config
-from curate.errors import ConfigError
-from curate.runner import run_pipeline
+from curate.data.errors import ConfigError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from tests.lm_fixtures import read_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +88,7 @@ def test_random_arms_match_the_selections_training_tokens(oracle_run):
 def test_every_arm_and_seed_has_a_curve_and_the_table_prints(oracle_run):
     from rich.console import Console
 
-    from curate.console import evaluation_table
+    from curate.cli.console import evaluation_table
 
     out = results(oracle_run)
     for arm in out["arms"].values():
@@ -171,7 +171,7 @@ def test_curate_evaluate_adds_an_evaluation_to_a_finished_run(tmp_path):
     data["stages"] = data["stages"][:1]  # the selection only
     run_pipeline(parse_config(data, base_dir=tmp_path))
     run = tmp_path / "run"
-    # the installed entry point (`python -m curate.cli` would not see the commands other modules register)
+    # the installed entry point, as a user runs it
     cli = [shutil.which("curate", path=str(Path(sys.executable).parent)) or "curate"]
     wide = {**os.environ, "COLUMNS": "200"}  # messages on one line
     none = subprocess.run([*cli, "evaluate", str(run)], cwd=ROOT, capture_output=True, text=True, env=wide)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "data" / "demo"
 LM = {"vocab_size": 2048, "n_embd": 64, "n_head": 4, "seq_len": 128, "steps": 100}

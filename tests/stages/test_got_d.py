@@ -11,14 +11,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.arrays import matrix_to_column
-from curate.config import parse_config
-from curate.dataset import Dataset, side_path
-from curate.inputs import StepInput
-from curate.runner import run_pipeline
+from curate.data.arrays import matrix_to_column
+from curate.data.dataset import Dataset, side_path
+from curate.data.inputs import StepInput
+from curate.data.targets import TARGET_NAME, TARGET_WEIGHT
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from curate.stages.base import StageContext, TableRows
 from curate.stages.got_d import GotD, normalize_lengths, split_pieces
-from curate.targets import TARGET_NAME, TARGET_WEIGHT
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SOLVE = {"epsilon": 0.05, "tolerance": 1e-2}
@@ -84,9 +84,9 @@ def test_new_budget_reuses_the_stored_solve(tmp_path: Path, monkeypatch: pytest.
     stage = prepared(embedded(points((1, 50), (3, 50)), "t"), tmp_path)
     pool = embedded(points((1, 300), (3, 100), seed=3))
     first, _, report = decide(stage, pool, budget=40)
-    import curate.ot
+    import curate.methods.ot
 
-    monkeypatch.setattr(curate.ot, "sinkhorn", lambda *a, **k: pytest.fail("solved again"))
+    monkeypatch.setattr(curate.methods.ot, "sinkhorn", lambda *a, **k: pytest.fail("solved again"))
     second, _, again = decide(stage, pool, budget=80)
     assert set(first) <= set(second) and len(second) == 80  # the same ranking, a longer prefix
     assert again["ot_cost"] == report["ot_cost"]

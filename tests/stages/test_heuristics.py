@@ -14,14 +14,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.errors import ConfigError
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset
+from curate.data.errors import ConfigError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.methods.text import split_words
 from curate.stages import REGISTRY
 from curate.stages.heuristics import GOPHER, REASONS, RULES, Heuristics, TextStats
 from curate.stages.repetition import duplicate_pieces, ngram_fractions, split_pieces
-from curate.text import split_words
 
 DATA = Path(__file__).parents[1] / "data"
 OFF = {rule.param: None for rule in RULES} | {"drop_empty_text": False, "min_response_words": None}

@@ -13,11 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.config import parse_config
-from curate.dataset import Dataset, side_path
-from curate.errors import ConfigError, CurateError
-from curate.export import export_step
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset, side_path
+from curate.data.errors import ConfigError, CurateError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.inspect.export import export_step
 from curate.stages.mixture import Mixture, part_copies
 from tests.lm_fixtures import read_records
 
@@ -214,7 +214,7 @@ def test_exports_load_in_datasets_and_chats_export_as_messages(tmp_path):
 
 def test_tokens_are_counted_with_the_finetune_steps_tokenizer(tmp_path):
     from curate.models.lm_train import train_tokenizer
-    from curate.token_count import TokenCounter
+    from curate.models.token_count import TokenCounter
 
     texts = [r["prompt"] + "\n\n" + r["response"] for r in P3]
     tokenizer = train_tokenizer(texts, 300, tmp_path / "tok")

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.errors import ConfigError
+from curate.data.dataset import Dataset
+from curate.data.errors import ConfigError
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
 from curate.models.lm_scorer import LMScorer
 from curate.models.lm_train import LMTrainConfig, train_lm
-from curate.runner import run_pipeline
 from tests.lm_fixtures import TINY_LM, read_records
 from tests.run_copy import copy_run
 

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.arrays import matrix_to_column
-from curate.config import parse_config
-from curate.dataset import Dataset
-from curate.kmeans import kmeans
-from curate.runner import run_pipeline
+from curate.data.arrays import matrix_to_column
+from curate.data.dataset import Dataset
+from curate.engine.config import parse_config
+from curate.engine.runner import run_pipeline
+from curate.methods.kmeans import kmeans
 from curate.stages.base import REGISTRY, MapStage, Params, register
 from curate.stages.decision import Decision
 from curate.stages.semdedup import SemDedup, SemDedupParams, earlier_duplicates, within_cluster_order

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from curate.config import load_config
-from curate.dataset import Dataset, side_path
-from curate.runner import run_pipeline
+from curate.data.dataset import Dataset, side_path
+from curate.engine.config import load_config
+from curate.engine.runner import run_pipeline
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 MEDICAL = {"anatomy", "clinical_knowledge", "college_biology", "college_medicine", "high_school_biology",
