@@ -221,10 +221,26 @@ def _text_of(row: dict[str, Any]) -> str:
     return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + " …"
 
 
+def redacted_steps(steps: list[StepSummary]) -> set[str] | None:
+    """The steps at or after a `pii` step (None: the run has none). The report shows no rows of other steps: their
+    text is the input before redaction."""
+    after = {s.label for s in steps if s.stage == "pii"}
+    if not after:
+        return None
+    for s in steps:  # in run order, parents first
+        if any(p in after for p in s.parents):
+            after.add(s.label)
+    return after
+
+
 def _samples(con: Any, steps: list[StepSummary]) -> str:
     out = []
+    shown = redacted_steps(steps)
     for s in steps:
         if s.artifacts is not None or s.sample:
+            continue
+        if shown is not None and s.label not in shown:
+            out.append(f"<p class=\"muted\">{esc(s.label)}: rows not shown (before the run's pii step)</p>")
             continue
         columns = {r[0] for r in con.execute(f'DESCRIBE "{s.label}_all"').fetchall()}
         wanted = [c for c in ("id", "text", "prompt", "response", "reason") if c in columns]

@@ -21,6 +21,7 @@ from curate.data.dataset import Dataset, side_path
 from curate.data.errors import CurateError
 from curate.data.rundir import TABLES, RunDir
 from curate.inspect.summary import StepSummary, run_steps
+from curate.stages.registry import REGISTRY
 
 
 def _quote(name: str) -> str:
@@ -68,6 +69,18 @@ def _add_all_view(con: duckdb.DuckDBPyConnection, name: str, kept: Dataset, reje
     _add_union(con, name, parts)
 
 
+def _add_audit_views(con: duckdb.DuckDBPyConnection, step: StepSummary) -> None:
+    """A stage's audit column (a list of records per row, e.g. `pii_spans`) as a view of one row per record,
+    with the row's id and whether the row was kept: `<label>_pii`."""
+    stage = REGISTRY.get(step.stage) if step.stage in REGISTRY else None
+    for suffix, column in (getattr(stage, "audit_views", None) or {}).items():
+        all_rows = _quote(f"{step.label}_all")
+        names = {r[0] for r in con.execute(f"DESCRIBE {all_rows}").fetchall()}
+        if column in names:
+            con.execute(f"CREATE OR REPLACE VIEW {_quote(f'{step.label}_{suffix}')} AS SELECT id, kept, "
+                        f"unnest({_quote(column)}, recursive := true) FROM {all_rows}")
+
+
 def _steps_table(steps: list[StepSummary]) -> pa.Table:
     rows = [{"index": s.index, "label": s.label, "stage": s.stage, "kind": s.kind, "output": s.output,
              "parents": s.parents, "rows_in": s.rows_in, "rows_kept": s.rows_kept, "rows_rejected": s.rows_rejected,
@@ -106,6 +119,7 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
             _add_all_view(con, f"{step.label}_all", kept, rejected)
             for table in sorted(side_path(step.rows, TABLES).glob("*.parquet")):  # a decision's own tables
                 con.register(f"{step.label}_{table.stem}", pads.dataset(str(table), format="parquet"))
+            _add_audit_views(con, step)
     rows_steps = [s for s in graph if s.rows is not None and s.artifacts is None]
     if rows_steps:
         _add_view(con, "final", [Dataset.open(rows_steps[-1].rows)])

@@ -8,11 +8,12 @@ from curate.stages.base import GlobalStage, MapStage, Params, Resources, Stage
 from curate.stages.decision import Decision, apply_decision
 from curate.stages.registry import BUILT_IN, REGISTRY, register
 
-CLASS_NAMES = {"Clear": "clear", "ColorFilter": "color_filter", "Dart": "dart", "Decontaminate": "decontaminate",
+CLASS_NAMES = {"Classifier": "classifier", "Clear": "clear", "ColorFilter": "color_filter", "Dart": "dart",
+               "Decontaminate": "decontaminate",
                "Dedup": "dedup", "KMeansDiversity": "kmeans_diversity", "Dsir": "dsir", "Embed": "embed",
                "Evaluate": "evaluate", "Finetune": "finetune", "GotD": "got_d", "Heuristics": "heuristics",
                "Language": "language", "Mixture": "mixture", "Normalize": "normalize", "Perplexity": "perplexity",
-               "SemDedup": "semdedup"}
+               "Pii": "pii", "SemDedup": "semdedup"}
 
 __all__ = ["BUILT_IN", "REGISTRY", "STAGE_CLASSES", "Decision", "GlobalStage", "MapStage", "Params", "Resources",
            "Stage", "apply_decision", "register", *CLASS_NAMES]

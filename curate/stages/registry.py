@@ -23,13 +23,14 @@ if TYPE_CHECKING:
 # imports: torch for the model stages) loads only when a config names it, so `curate --help` and `curate validate`
 # start at once. Plugins register by import, as before.
 BUILT_IN = {
-    "clear": "curate.stages.clear", "color_filter": "curate.stages.color_filter", "dart": "curate.stages.dart",
+    "classifier": "curate.stages.classifier", "clear": "curate.stages.clear",
+    "color_filter": "curate.stages.color_filter", "dart": "curate.stages.dart",
     "decontaminate": "curate.stages.decontaminate", "dedup": "curate.stages.dedup",
     "kmeans_diversity": "curate.stages.diversity", "dsir": "curate.stages.dsir", "embed": "curate.stages.embed",
     "evaluate": "curate.stages.evaluate", "finetune": "curate.stages.finetune", "got_d": "curate.stages.got_d",
     "heuristics": "curate.stages.heuristics", "language": "curate.stages.language",
     "mixture": "curate.stages.mixture", "normalize": "curate.stages.normalize",
-    "perplexity": "curate.stages.perplexity", "semdedup": "curate.stages.semdedup",
+    "perplexity": "curate.stages.perplexity", "pii": "curate.stages.pii", "semdedup": "curate.stages.semdedup",
 }
 
 
