@@ -72,7 +72,7 @@ def _add_all_view(con: duckdb.DuckDBPyConnection, name: str, kept: Dataset, reje
 def _add_audit_views(con: duckdb.DuckDBPyConnection, step: StepSummary) -> None:
     """A stage's audit column (a list of records per row, e.g. `pii_spans`) as a view of one row per record,
     with the row's id and whether the row was kept: `<label>_pii`."""
-    stage = REGISTRY.get(step.stage) if step.stage in REGISTRY else None
+    stage = REGISTRY.get(step.stage)
     for suffix, column in (getattr(stage, "audit_views", None) or {}).items():
         all_rows = _quote(f"{step.label}_all")
         names = {r[0] for r in con.execute(f"DESCRIBE {all_rows}").fetchall()}

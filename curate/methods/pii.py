@@ -127,7 +127,7 @@ def _phones(text: str) -> Iterable[Span]:
         yield Span(m.start(), m.end(), "phone")
 
 
-def _phones_validated(region: str) -> Callable[[str], Iterable[Span]]:
+def validated_phones(region: str) -> Callable[[str], Iterable[Span]]:
     """Country-aware phones with libphonenumber when it is installed (`phonenumbers`)."""
     import phonenumbers
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.data.errors import CurateError
+from curate.methods.text import as_text, hash_strings, iter_ngram_hashes, split_words
 
 Kind = Literal["fasttext", "hashing", "embedding_head"]
 Task = Literal["binary", "graded"]
@@ -47,8 +48,7 @@ FASTTEXT_DEFAULTS = {"lr": 0.1, "dim": 100, "ws": 5, "epoch": 5, "minCount": 1, 
 
 def clean_for_fasttext(texts: pa.Array | pa.ChunkedArray) -> list[str]:
     """One line per text, as DCLM feeds fastText: newlines become spaces, `__label__` is deleted, case is kept."""
-    texts = pc.fill_null(texts.cast(pa.string()), "")
-    texts = pc.replace_substring_regex(texts, r"[\r\n\v\f\x85\x{2028}\x{2029}]", " ")
+    texts = pc.replace_substring_regex(as_text(texts), r"[\r\n\v\f\x85\x{2028}\x{2029}]", " ")
     return pc.replace_substring(texts, "__label__", "").to_pylist()
 
 
@@ -61,7 +61,9 @@ def _fasttext() -> Any:
 
 class FastTextClassifier:
     """fastText's supervised model. Binary: labels `__label__pos`/`__label__neg`, score P(pos) (1 - p when the top
-    label is `neg`). Graded: one label per grade, score = the expected grade."""
+    label is the other one). Graded: one label per grade, score = the expected grade."""
+
+    positive = "__label__pos"
 
     def __init__(self, spec: ClassifierSpec, model: Any):
         self.spec, self.model = spec, model
@@ -85,8 +87,8 @@ class FastTextClassifier:
         lines = clean_for_fasttext(texts)
         k = 2 if self.spec.task == "binary" else len(self.spec.grades)
         labels, probs = self.model.predict(lines, k=k)
-        if self.spec.task == "binary":  # P(pos): the top label's probability, or 1 - p when the top label is `neg`
-            top = np.array([lab[0] == "__label__pos" for lab in labels]) if labels else np.zeros(0, bool)
+        if self.spec.task == "binary":  # P(pos): the top label's probability, or 1 - p when the top label is the other
+            top = np.array([lab[0] == self.positive for lab in labels], bool) if labels else np.zeros(0, bool)
             p = np.array([pr[0] for pr in probs], np.float64) if probs else np.zeros(0)
             return np.where(top, p, 1.0 - p)
         grades = {f"__label__{_label(self.spec, g)}": g for g in self.spec.grades}
@@ -124,14 +126,15 @@ class LinearClassifier:
     def raw(self, features: Any) -> np.ndarray:
         return np.asarray(features @ self.weights, np.float64).ravel() + self.bias
 
-    def score_features(self, features: Any) -> np.ndarray:
-        z = self.raw(features)
+    def _link(self, z: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-z)) if self.spec.task == "binary" else z
+
+    def score_features(self, features: Any) -> np.ndarray:
+        return self._link(self.raw(features))
 
     def score(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
         doc, bucket = hashed_features(texts, self.spec)  # w·x as a weighted count per row: no matrix built
-        z = np.bincount(doc, weights=self.weights[bucket], minlength=len(texts)) + self.bias
-        return 1.0 / (1.0 + np.exp(-z)) if self.spec.task == "binary" else z
+        return self._link(np.bincount(doc, weights=self.weights[bucket], minlength=len(texts)) + self.bias)
 
     def save(self, folder: Path) -> None:
         np.savez(folder / "weights.npz", weights=self.weights, bias=np.array([self.bias]))
@@ -153,35 +156,16 @@ def fit_ridge(x: Any, y: np.ndarray, lam: float | None, seed: int) -> tuple[np.n
 def hashed_features(texts: pa.Array | pa.ChunkedArray, spec: ClassifierSpec) -> tuple[np.ndarray, np.ndarray]:
     """(row, bucket) of every lowercased white-space word n-gram (orders 1..`ngrams`) of every text.
 
-    Splitting and finding the distinct words of a batch are Arrow kernels; only the distinct words are hashed
-    (xxh3) in Python, so the work per batch grows with its vocabulary, not with its tokens (2.5x scikit-learn's
-    HashingVectorizer, benchmarks/bench_classifier.py)."""
-    import xxhash
-
-    from curate.methods.text import finalize_hash
-
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    pieces = pc.utf8_split_whitespace(pc.utf8_lower(pc.fill_null(texts.cast(pa.string()), "")))
-    flat = pc.list_flatten(pieces)
-    doc = pc.list_parent_indices(pieces).to_numpy(zero_copy_only=False).astype(np.int64)
-    encoded = pc.dictionary_encode(flat)
-    words = encoded.dictionary.to_pylist()
-    hash_of = np.fromiter((xxhash.xxh3_64_intdigest(w) for w in words), np.uint64, count=len(words))
-    ids = encoded.indices.to_numpy(zero_copy_only=False)
-    real = np.array([w != "" for w in words], bool)[ids] if len(words) else np.zeros(0, bool)
-    unigram, doc = hash_of[ids][real], doc[real]  # the split of an empty text is [""]
-    docs, hashes, current = [doc], [unigram], unigram
-    with np.errstate(over="ignore"):
-        for order in range(2, spec.ngrams + 1):
-            same = doc[order - 1:] == doc[: len(doc) - order + 1]
-            current = finalize_hash(current[:-1] * _PAIR + unigram[order - 1:] + np.uint64(order))
-            docs.append(doc[: len(doc) - order + 1][same])
-            hashes.append(current[same])
-    return np.concatenate(docs), (np.concatenate(hashes) % np.uint64(spec.num_buckets)).astype(np.int64)
-
-
-_PAIR = np.uint64(0x9E3779B97F4A7C15)
+    Splitting is an Arrow kernel and each distinct word of a batch is hashed once (`curate.methods.text`), so the
+    work per batch grows with its vocabulary, not with its tokens (2.4x scikit-learn's HashingVectorizer,
+    benchmarks/bench_classifier.py)."""
+    words = split_words(pc.utf8_lower(as_text(texts)))
+    doc_of_word = words.doc_index
+    docs, buckets = [], []
+    for _, hashes, starts in iter_ngram_hashes(hash_strings(words.flat), words.offsets, range(1, spec.ngrams + 1)):
+        docs.append(doc_of_word[starts])
+        buckets.append((hashes % np.uint64(spec.num_buckets)).astype(np.int64))
+    return np.concatenate(docs), np.concatenate(buckets)
 
 
 def hashed_counts(texts: pa.Array | pa.ChunkedArray, spec: ClassifierSpec) -> Any:
@@ -217,6 +201,17 @@ def save_classifier(model: Classifier, folder: Path, extra: dict[str, Any] | Non
     (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
+def saved_kind(path: str | Path) -> Kind | None:
+    """The kind of a saved classifier (`fasttext` for a `.bin`), or None when `path` holds none."""
+    path = Path(path)
+    if path.suffix == ".bin":
+        return "fasttext"
+    try:
+        return json.loads((path / META).read_text())["spec"]["kind"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def load_classifier(path: str | Path) -> Classifier:
     """A saved classifier: a folder written by `save_classifier`, or a fastText `.bin` trained elsewhere (binary,
     with the label that is not `__label__cc`/`__label__neg` as the positive one, as DCLM's `hq`)."""
@@ -250,9 +245,3 @@ class ForeignFastText(FastTextClassifier):
         positive = [lab for lab in labels if lab not in self.NEGATIVE]
         self.positive = positive[0] if len(positive) == 1 else labels[0]
         super().__init__(ClassifierSpec("fasttext"), model)
-
-    def score(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        labels, probs = self.model.predict(clean_for_fasttext(texts), k=2)
-        top = np.array([lab[0] == self.positive for lab in labels], bool) if labels else np.zeros(0, bool)
-        p = np.array([pr[0] for pr in probs], np.float64) if probs else np.zeros(0)
-        return np.where(top, p, 1.0 - p)

@@ -35,16 +35,27 @@ class Words:
         return np.repeat(np.arange(len(self.offsets) - 1), self.counts)
 
 
+def as_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A column as one string array with nulls as empty strings (what models read: every row has a text)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return pc.fill_null(values.cast(pa.string()), "")
+
+
 def split_words(texts: pa.Array | pa.ChunkedArray) -> Words:
     """Split on Unicode white space (null texts have no words)."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     lists = pc.utf8_split_whitespace(pc.fill_null(texts, ""))
-    lists = pc.list_slice(lists, 0)  # normalises offsets (a sliced input has offsets not starting at 0)
+    # zero-copy: the words of this (possibly sliced) list array, and its offsets shifted to start at 0
     offsets = lists.offsets.to_numpy().astype(np.int64)
-    flat = lists.values
-    # utf8_split_whitespace yields empty strings at leading/trailing white space: drop them
-    nonempty = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
+    offsets -= offsets[0]
+    flat = lists.flatten()
+    # utf8_split_whitespace yields empty strings at leading/trailing white space: drop them (a word's length is the
+    # step of its string offsets, read without a kernel)
+    width = np.int64 if pa.types.is_large_string(flat.type) else np.int32
+    string_offsets = np.frombuffer(flat.buffers()[1], width)[flat.offset:flat.offset + len(flat) + 1]
+    nonempty = np.diff(string_offsets) > 0
     if not nonempty.all():
         keep_count = np.concatenate([[0], np.cumsum(nonempty, dtype=np.int64)])
         offsets = keep_count[offsets]
@@ -124,14 +135,20 @@ def iter_ngram_hashes(word_hashes: np.ndarray, offsets: np.ndarray,
     n-gram's first word (its document is `Words.doc_index[starts]`).
     """
     total = len(word_hashes)
-    doc_end = np.repeat(offsets[1:], np.diff(offsets))  # end offset of the document of each word
     wanted = sorted(set(sizes))
     word_hashes = np.asarray(word_hashes, np.uint64)
     h = word_hashes
+    doc_end = None  # end offset of the document of each word, once an n > 1 needs it
     with np.errstate(over="ignore"):
         for n in range(1, (wanted[-1] if wanted else 0) + 1):
             if n > 1:
                 h = finalize_hash(h[:-1] * _MIX + word_hashes[n - 1:])
-            if n in wanted:
-                starts = np.flatnonzero(np.arange(total - n + 1) + n <= doc_end[: max(total - n + 1, 0)])
-                yield n, h[starts], starts
+            if n not in wanted:
+                continue
+            if n == 1:  # every word is a unigram inside its document
+                yield n, h, np.arange(total)
+                continue
+            if doc_end is None:
+                doc_end = np.repeat(offsets[1:], np.diff(offsets))
+            starts = np.flatnonzero(np.arange(total - n + 1) + n <= doc_end[: max(total - n + 1, 0)])
+            yield n, h[starts], starts

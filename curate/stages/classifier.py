@@ -19,9 +19,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -31,8 +31,27 @@ from pydantic import Field, model_validator
 
 from curate.data.embedding import EMBEDDING, embedding_matrix
 from curate.data.errors import CurateError
-from curate.methods.quality import binary_metrics, graded_metrics, keep_mask, percentiles, warnings_for
-from curate.methods.quality_classifier import ClassifierSpec, Kind
+from curate.data.hashing import file_sha256
+from curate.methods.quality import (
+    binary_metrics,
+    graded_metrics,
+    keep_mask,
+    percentiles,
+    stratified_split,
+    warnings_for,
+)
+from curate.methods.quality_classifier import (
+    ClassifierSpec,
+    Kind,
+    load_classifier,
+    save_classifier,
+    saved_kind,
+    score_rows,
+    train_classifier,
+)
+from curate.methods.selection import top_k
+from curate.methods.text import as_text
+from curate.models.locate import folder_identity, named_model_identity
 from curate.stages.base import GlobalStage, Params, Rows, StageContext, register
 from curate.stages.classifier_labels import AnnotateLabels, AnnotateParams, ColumnLabels, Labelled, labelled_rows
 from curate.stages.decision import Decision
@@ -122,13 +141,11 @@ class Classifier(GlobalStage):
 
     def configure(self) -> None:
         p = self.params
-        self.needs = ("id", EMBEDDING if self._embeds() else p.column)
+        # a saved model's kind is read once, here: the shards are scored by whatever it is
+        kind = saved_kind(p.apply) if p.apply is not None else p.model
+        self.embeds = kind == "embedding_head"  # scores the `embedding` column, not text
+        self.needs = ("id", EMBEDDING if self.embeds else p.column)
         self.adds = (p.score_column,)
-
-    def _embeds(self) -> bool:
-        if self.params.apply is not None:
-            return not (self.params.apply.endswith(".bin") or _saved_kind(self.params.apply) != "embedding_head")
-        return self.params.model == "embedding_head"
 
     def samples(self) -> tuple[str, ...]:
         return ("target",) if self.params.labels == "target" else ()
@@ -149,16 +166,14 @@ class Classifier(GlobalStage):
         return {"labels.generator.model_from": a.generator.model_from} if a and a.generator.model_from else {}
 
     def graph_defaults(self, readers: Any, ancestors: Any = ()) -> dict[str, Any]:
-        if self.params.embed is not None or not self._embeds():
+        if self.params.embed is not None or not self.embeds:
             return {}
         return next(({"embed": spec.params} for spec in ancestors if spec.name == "embed"), {})
 
     def fingerprint_extra(self) -> dict[str, Any]:
-        from curate.models.locate import named_model_identity
-
         extra: dict[str, Any] = {key: named_model_identity(m) for key, m in self.models().items()}
         if self.params.apply:
-            extra["apply"] = _path_digest(self.params.apply)
+            extra["apply"] = _path_identity(self.params.apply)
         return extra
 
     def summary_params(self) -> dict[str, Any]:
@@ -170,11 +185,9 @@ class Classifier(GlobalStage):
         p = self.params
         if p.apply is not None:
             return {"model": p.apply, "trained": False}
-        data = labelled_rows(p, context, self._embeds(), self._embed_target)
+        data = labelled_rows(p, context, self.embeds, self._embed_target)
         spec = p.spec(data.task, data.grades)
         model, metrics = _train_and_validate(spec, data, p)
-        from curate.methods.quality_classifier import save_classifier
-
         out = context.models_dir
         save_classifier(model, out, {"labels": data.source, "label_counts": data.counts})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -194,14 +207,10 @@ class Classifier(GlobalStage):
     # ------------------------------------------------------------- per worker
 
     def setup(self) -> None:
-        from curate.methods.quality_classifier import load_classifier
-
         self.model = load_classifier(self.prepared["model"])
 
     def summarize(self, table: pa.Table) -> pa.Table:
-        from curate.methods.quality_classifier import score_rows
-
-        if self._embeds():
+        if self.embeds:
             vectors, valid = embedding_matrix(table.column(EMBEDDING))
             scores = np.full(table.num_rows, np.nan)
             if valid.any():
@@ -233,7 +242,7 @@ class Classifier(GlobalStage):
         reason = np.where(keep, None, "below_threshold" if k.threshold is not None else "not_selected")
         report |= {"keep": k.model_dump(exclude_none=True), "kept": int(keep.sum()),
                    "keep_rate": float(keep.mean()) if n else None,
-                   "examples": _examples(rows, p.column, scores, keep) if not self._embeds() else None}
+                   "examples": _examples(rows, p.column, scores, keep) if not self.embeds else None}
         report["summary"] = {key: report[key] for key in ("kept", "keep_rate")} | {
             "auc": (report["metrics"] or {}).get("validation", {}).get("roc_auc")}
         return Decision(reason=pa.array(reason.astype(object), pa.string()), score=column,
@@ -242,9 +251,6 @@ class Classifier(GlobalStage):
 
 def _train_and_validate(spec: ClassifierSpec, data: Labelled, p: ClassifierParams) -> tuple[Any, dict[str, Any]]:
     """The model trained on the rows outside a stratified validation share, and what that share says about it."""
-    from curate.methods.quality import stratified_split
-    from curate.methods.quality_classifier import score_rows, train_classifier
-
     train, held = stratified_split(data.y, p.validation, p.seed) if p.validation else (np.arange(len(data.y)), None)
     pick = lambda idx: dict(texts=None if data.texts is None else data.texts.take(pa.array(idx)),  # noqa: E731
                             embeddings=None if data.vectors is None else data.vectors[idx])
@@ -263,39 +269,17 @@ def _train_and_validate(spec: ClassifierSpec, data: Labelled, p: ClassifierParam
 def _examples(rows: Rows, column: str, scores: np.ndarray, keep: np.ndarray) -> dict[str, list[dict[str, Any]]]:
     """Up to 20 kept rows (highest scores) and 20 dropped ones (the highest below the cut): read the kept ones, a
     classifier learns style as much as quality (§15.8)."""
-    from curate.methods.selection import top_k
-
     out = {}
     for name, mask in (("kept", keep), ("dropped", ~keep & np.isfinite(scores))):
         where = np.flatnonzero(mask)
         chosen = where[top_k(scores[where], EXAMPLES)]
         table = rows.take(chosen, ["id", column])
-        texts = pc.utf8_slice_codeunits(pc.fill_null(table.column(column).cast(pa.string()), ""), 0, 300)
+        texts = pc.utf8_slice_codeunits(as_text(table.column(column)), 0, 300)
         out[name] = [{"id": i, "score": float(scores[c]), "text": t} for i, c, t in zip(
             table.column("id").to_pylist(), chosen, texts.to_pylist(), strict=True)]
     return out
 
 
-def _saved_kind(path: str) -> str | None:
-    from pathlib import Path
-
-    meta = Path(path) / "classifier.json"
-    try:
-        return json.loads(meta.read_text())["spec"]["kind"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _path_digest(path: str) -> str:
-    """What a saved classifier's files hold, so that a retrained model re-scores the rows (cheap: small files)."""
-    from pathlib import Path
-
-    digest = hashlib.sha256()
-    root = Path(path)
-    for file in sorted([root] if root.is_file() else [f for f in root.rglob("*") if f.is_file()]):
-        digest.update(file.name.encode())
-        try:
-            digest.update(file.read_bytes())
-        except OSError:
-            continue
-    return digest.hexdigest()[:16]
+def _path_identity(path: str) -> dict[str, Any]:
+    """What a saved classifier's files hold, so that a retrained model re-scores the rows."""
+    return folder_identity(path) if Path(path).is_dir() else {"sha256": file_sha256(path)}

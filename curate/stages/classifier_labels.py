@@ -18,6 +18,7 @@ from pydantic import Field
 from curate.data.embedding import EMBEDDING, embedding_matrix
 from curate.data.errors import CurateError
 from curate.methods.quality import parse_grade
+from curate.methods.text import as_text, hash_strings
 from curate.models.generation import GeneratorRef, ResponseStore, Sampling, generate_stored, open_generator
 from curate.stages.base import Params, StageContext
 
@@ -97,14 +98,12 @@ def _features(table: pa.Table, column: str, embeds: bool) -> tuple[pa.Array | No
     if embeds:
         vectors, valid = embedding_matrix(table.column(EMBEDDING))
         return None, vectors, valid
-    texts = pc.fill_null(table.column(column).combine_chunks().cast(pa.string()), "")
+    texts = as_text(table.column(column))
     return texts, None, np.ones(len(texts), bool)
 
 
 def _text_keys(texts: pa.Array) -> np.ndarray:
-    from curate.data.hashing import hash_strings_u64
-
-    return np.array(hash_strings_u64(pc.utf8_trim_whitespace(texts).to_pylist()), np.uint64)
+    return hash_strings(pc.utf8_trim_whitespace(texts))
 
 
 def _target_vs_pool(p: Any, context: StageContext, embeds: bool,
@@ -118,12 +117,11 @@ def _target_vs_pool(p: Any, context: StageContext, embeds: bool,
     if target.num_rows > p.max_per_class:
         target = target.take(pa.array(np.sort(rng.choice(target.num_rows, p.max_per_class, replace=False))))
     n_pos = target.num_rows
-    target_texts = pc.fill_null(target.column(p.column).cast(pa.string()), "").combine_chunks() \
-        if p.column in target.column_names else None
+    target_texts = as_text(target.column(p.column)) if p.column in target.column_names else None
     # negatives: a seeded uniform sample of the pool, never a row whose text is a target text (§15.8)
     pool_rows = context.input.count()
     order = rng.permutation(pool_rows)
-    known = set(_text_keys(target_texts).tolist()) if target_texts is not None else set()
+    known = np.unique(_text_keys(target_texts)) if target_texts is not None else np.zeros(0, np.uint64)
     columns = ["id", EMBEDDING if embeds else p.column, *([p.column] if embeds and target_texts is not None and
                                                             p.column in context.input.schema.names else [])]
     picked: list[pa.Table] = []
@@ -132,9 +130,8 @@ def _target_vs_pool(p: Any, context: StageContext, embeds: bool,
         chunk = np.sort(order[start:start + 2 * (n_pos - have) + 16])
         start += len(chunk)
         rows = context.input.take(chunk, columns)
-        if p.column in rows.column_names and known:
-            keys = _text_keys(pc.fill_null(rows.column(p.column).combine_chunks().cast(pa.string()), ""))
-            rows = rows.filter(pa.array(~np.isin(keys, list(known))))
+        if p.column in rows.column_names and len(known):
+            rows = rows.filter(pa.array(~np.isin(_text_keys(as_text(rows.column(p.column))), known)))
         if embeds:
             rows = rows.filter(pa.array(embedding_matrix(rows.column(EMBEDDING))[1]))
         rows = rows.slice(0, n_pos - have)
@@ -156,8 +153,7 @@ def _target_vs_pool(p: Any, context: StageContext, embeds: bool,
         negative, _ = embedding_matrix(negatives.column(EMBEDDING))
         return Labelled(y, "binary", None, np.vstack([positive, negative]).astype(np.float32), counts,
                         "target_vs_pool")
-    texts = pa.concat_arrays([target_texts, pc.fill_null(negatives.column(p.column).combine_chunks().cast(
-        pa.string()), "")])
+    texts = pa.concat_arrays([target_texts, as_text(negatives.column(p.column))])
     return Labelled(y, "binary", texts, None, counts, "target_vs_pool")
 
 
@@ -181,12 +177,18 @@ def _from_column(p: Any, context: StageContext, embeds: bool) -> Labelled:
         where = np.flatnonzero(y == value)
         keep[where if len(where) <= p.max_per_class else rng.choice(where, p.max_per_class, replace=False)] = True
     table, y = table.filter(pa.array(keep)), y[keep]
-    texts, vectors, usable = _features(table, p.column, embeds)
+    scale = (float(y.min()), float(y.max())) if task == "graded" else (0.0, 1.0)
+    return _labelled(table, y, p.column, embeds, task, f"column:{spec.column}", grades, scale)
+
+
+def _labelled(table: pa.Table, y: np.ndarray, column: str, embeds: bool, task: str, source: str,
+              grades: tuple[float, ...], scale: tuple[float, float], extra: dict[str, int] | None = None) -> Labelled:
+    """Labelled rows from a table of them and their labels (rows without an embedding left out), counted by label."""
+    texts, vectors, usable = _features(table, column, embeds)
     if not usable.all():
         y, vectors = y[usable], vectors[usable]
-    counts = {f"{v:g}": int((y == v).sum()) for v in np.unique(y)}
-    scale = (float(y.min()), float(y.max())) if task == "graded" else (0.0, 1.0)
-    return Labelled(y, task, texts, vectors, counts, f"column:{spec.column}", grades, scale)
+    counts = {f"{v:g}": int((y == v).sum()) for v in np.unique(y)} | (extra or {})
+    return Labelled(y, task, texts, vectors, counts, source, grades, scale)
 
 
 def _label_values(raw: pa.Array, spec: ColumnLabels) -> tuple[np.ndarray, str, tuple[float, ...]]:
@@ -213,8 +215,7 @@ def _annotated(p: Any, context: StageContext, embeds: bool) -> Labelled:
     positions = np.sort(rng.choice(n, min(a.sample, n), replace=False))
     feature = [EMBEDDING] if embeds else []
     table = context.input.take(positions, list(dict.fromkeys(["id", p.column, *feature])))
-    texts = pc.utf8_slice_codeunits(pc.fill_null(table.column(p.column).combine_chunks().cast(pa.string()), ""),
-                                    0, a.max_chars).to_pylist()
+    texts = pc.utf8_slice_codeunits(as_text(table.column(p.column)), 0, a.max_chars).to_pylist()
     prompts = [a.prompt.replace("{text}", t) for t in texts]
     model_path = None
     if a.generator.model_from:
@@ -240,10 +241,6 @@ def _annotated(p: Any, context: StageContext, embeds: bool) -> Labelled:
                     "annotations.parquet)", context.label, failed, len(grades), list(a.scale))
     if parsed.sum() < 2:
         raise CurateError(f"classifier: only {int(parsed.sum())} of {len(grades)} graded answers had a score")
-    table = table.filter(pa.array(parsed))
     y = np.array([g for g in grades if g is not None], np.float64)
-    t, vectors, usable = _features(table, p.column, embeds)
-    if not usable.all():
-        y, vectors = y[usable], vectors[usable]
-    counts = {f"{v:g}": int((y == v).sum()) for v in np.unique(y)} | {"unparsed": failed}
-    return Labelled(y, "graded", t, vectors, counts, "annotate", tuple(np.unique(y).tolist()), a.scale)
+    return _labelled(table.filter(pa.array(parsed)), y, p.column, embeds, "graded", "annotate",
+                     tuple(np.unique(y).tolist()), a.scale, {"unparsed": failed})

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
-from curate.methods.pii import DEFAULT_TYPES, TYPES, Style
+from curate.methods.pii import DEFAULT_TYPES, TYPES, Style, validated_phones
 from curate.methods.pii_columns import (
     AUDIT_TYPE,
     Scanner,
@@ -76,11 +76,7 @@ class Pii(MapStage):
 
     def setup(self) -> None:
         p = self.params
-        phone = None
-        if p.phone_region is not None:
-            from curate.methods.pii import _phones_validated
-
-            phone = _phones_validated(p.phone_region)
+        phone = validated_phones(p.phone_region) if p.phone_region is not None else None
         self.scanner = Scanner(p.types, p.style, p.public_only, phone)
 
     def process(self, table: pa.Table) -> Decision:
