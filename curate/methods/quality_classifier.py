@@ -10,6 +10,7 @@ fastText's own `.bin` format, or the linear models' weights as `.npz` (`allow_pi
 from __future__ import annotations
 
 import json
+import struct
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -201,35 +202,85 @@ def save_classifier(model: Classifier, folder: Path, extra: dict[str, Any] | Non
     (folder / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
+FASTTEXT_MAGIC = 793712314  # the first int32 of every fastText model file (.bin and .ftz)
+
+
+def fasttext_file_problem(path: Path) -> str | None:
+    """What is wrong with a fastText model file, read from its header and its end only, or None. fastText itself
+    trusts the sizes it reads: a cut file makes it allocate from garbage for minutes before it fails.
+
+    The layout (fastText's `saveModel`): magic and version (int32 each); the arguments, `dim` first (12 int32 and a
+    double); the dictionary, whose third int32 is the number of labels; ...; and last the output matrix, a
+    `qout` byte, its rows (= labels) and columns (= dim) as int64, then rows x columns float32."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(76)
+        if len(head) < 76 or struct.unpack_from("<i", head, 0)[0] != FASTTEXT_MAGIC:
+            return "its header is not fastText's"
+        dim, labels = struct.unpack_from("<i", head, 8)[0], struct.unpack_from("<i", head, 72)[0]
+        if not (0 < dim <= 1 << 16 and 0 < labels <= 1 << 24):
+            return f"its header is damaged (dim {dim}, {labels} labels)"
+        tail = 17 + 4 * labels * dim
+        if size < 76 + tail:
+            return "it is shorter than its own header says (cut?)"
+        f.seek(size - tail)
+        qout, rows, columns = struct.unpack("<?qq", f.read(17))
+    if (qout, rows, columns) != (False, labels, dim):
+        return "it does not end with its output matrix (cut, or quantized with -qout, which curate does not read)"
+    return None
+
+
 def saved_kind(path: str | Path) -> Kind | None:
-    """The kind of a saved classifier (`fasttext` for a `.bin`), or None when `path` holds none."""
+    """The kind of the classifier saved at `path` (`fasttext` for a `.bin`), None when nothing is there yet. Cheap
+    (a header, a small JSON): a file that is not a saved classifier is refused here, before any work."""
     path = Path(path)
-    if path.suffix == ".bin":
-        return "fasttext"
-    try:
-        return json.loads((path / META).read_text())["spec"]["kind"]
-    except (OSError, ValueError, KeyError):
+    if not path.exists():
         return None
+    if path.is_file():
+        problem = fasttext_file_problem(path)
+        if problem:
+            raise CurateError(f"classifier: {path} is not a whole fastText model: {problem}")
+        return "fasttext"
+    spec = _saved_spec(path)
+    needed = path / ("model.bin" if spec.kind == "fasttext" else "weights.npz")
+    if not needed.is_file():
+        raise CurateError(f"classifier: {path} lacks {needed.name}, which its {META} needs")
+    if spec.kind == "fasttext" and (problem := fasttext_file_problem(needed)):
+        raise CurateError(f"classifier: {needed} is not a whole fastText model: {problem}")
+    return spec.kind
+
+
+def _saved_spec(folder: Path) -> ClassifierSpec:
+    try:
+        fields = dict(json.loads((folder / META).read_text())["spec"])
+        fields["grades"] = tuple(fields.get("grades", ()))
+        return ClassifierSpec(**fields)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CurateError(f"classifier: {folder} is neither a fastText .bin nor a folder with a readable {META} "
+                          f"({type(error).__name__}: {error})") from None
 
 
 def load_classifier(path: str | Path) -> Classifier:
     """A saved classifier: a folder written by `save_classifier`, or a fastText `.bin` trained elsewhere (binary,
-    with the label that is not `__label__cc`/`__label__neg` as the positive one, as DCLM's `hq`)."""
+    with the label that is not `__label__cc`/`__label__neg` as the positive one, as DCLM's `hq`). A damaged file
+    gives a CurateError naming it."""
     path = Path(path)
-    if path.is_file() and path.suffix == ".bin":
-        model = _fasttext().load_model(str(path))
-        return ForeignFastText(model)
-    meta_path = path / META
-    if not meta_path.is_file():
-        raise CurateError(f"classifier: {path} is neither a fastText .bin nor a folder with {META}")
-    meta = json.loads(meta_path.read_text())
-    spec_fields = dict(meta["spec"])
-    spec_fields["grades"] = tuple(spec_fields.get("grades", ()))
-    spec = ClassifierSpec(**spec_fields)
-    if spec.kind == "fasttext":
-        return FastTextClassifier(spec, _fasttext().load_model(str(path / "model.bin")))
-    with np.load(path / "weights.npz", allow_pickle=False) as saved:
-        return LinearClassifier(spec, saved["weights"], float(saved["bias"][0]))
+    kind = saved_kind(path)
+    if kind is None:
+        raise CurateError(f"classifier: no saved classifier at {path}")
+    try:
+        if path.is_file():
+            return ForeignFastText(_fasttext().load_model(str(path)))
+        spec = _saved_spec(path)
+        if kind == "fasttext":
+            return FastTextClassifier(spec, _fasttext().load_model(str(path / "model.bin")))
+        with np.load(path / "weights.npz", allow_pickle=False) as saved:
+            return LinearClassifier(spec, saved["weights"], float(saved["bias"][0]))
+    except CurateError:
+        raise
+    except Exception as error:  # whatever fastText or numpy say about a damaged file: name it, then the cause
+        raise CurateError(f"classifier: could not load the saved classifier at {path} "
+                          f"({type(error).__name__}: {error})") from None
 
 
 class ForeignFastText(FastTextClassifier):

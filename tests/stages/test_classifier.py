@@ -23,6 +23,7 @@ from curate.methods.quality_classifier import (
 )
 from curate.stages.base import StageContext, TableRows
 from curate.stages.classifier import Classifier
+from tests.cli_runner import curate
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -158,6 +159,40 @@ def test_apply_takes_a_foreign_fasttext_bin(tmp_path: Path) -> None:
     _, out = run_stage(tmp_path, pool, apply=str(tmp_path / "dclm.bin"), keep={"threshold": 0.5})
     assert binary_metrics(pool.column("label").to_numpy(), out["scores"])["roc_auc"] > 0.99
     assert load_classifier(tmp_path / "dclm.bin").positive == "__label__hq"
+
+
+def test_a_damaged_saved_model_gives_a_reason_before_any_work(tmp_path: Path) -> None:
+    """`apply:` of a file that is not a fastText model, a cut one, or a folder whose classifier.json is damaged:
+    `curate validate` names the file before any work (fastText itself spends minutes on a cut file before it fails);
+    a file damaged after validation fails its step with the cause, never a traceback."""
+    import fasttext
+
+    pool = separable(200)
+    lines = [f"__label__{'hq' if y else 'cc'} {t}" for t, y in zip(pool.column("text").to_pylist(),
+                                                                       pool.column("label").to_pylist(), strict=True)]
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    fasttext.train_supervised(str(tmp_path / "train.txt"), wordNgrams=2, thread=1, seed=0, verbose=0).save_model(
+        str(tmp_path / "good.bin"))
+    (tmp_path / "cut.bin").write_bytes((tmp_path / "good.bin").read_bytes()[:5000])
+    (tmp_path / "junk.bin").write_bytes(b"\x00 not a model")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "classifier.json").write_text("{not json")
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(
+        pool.column("text").to_pylist())))
+    for name, said in (("junk.bin", "its header is not fastText's"), ("cut.bin", "whole fastText model"),
+                       ("broken", "readable classifier.json")):
+        (tmp_path / "c.yaml").write_text(f"name: c\ninputs: [{{path: pool.jsonl}}]\noutput: run\nstages:\n"
+                                         f"  - classifier: {{apply: '{name}'}}\n")
+        result = curate("validate", "c.yaml", cwd=tmp_path, check=False)
+        said_all = " ".join((result.stdout + result.stderr).split())  # the console wraps long lines
+        assert result.returncode != 0 and said in said_all and name in said_all, said_all
+        assert "Traceback" not in said_all
+    assert load_classifier(tmp_path / "good.bin").positive == "__label__hq"  # a whole file passes the same checks
+    with pytest.raises(CurateError, match="could not load the saved classifier"):  # damaged past the checks
+        data = bytearray((tmp_path / "good.bin").read_bytes())
+        data[4:8] = (99).to_bytes(4, "little")  # a file format version fastText does not know
+        (tmp_path / "odd.bin").write_bytes(bytes(data))
+        load_classifier(tmp_path / "odd.bin")
 
 
 def test_embedding_head_learns_a_planted_direction_and_applies(tmp_path: Path) -> None:
