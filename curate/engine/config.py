@@ -42,6 +42,9 @@ class EngineSpec(Strict):
     address: str = "local"
     ray_cpus: int | None = Field(None, ge=1)  # CPUs of a cluster started for the run (default: this machine's)
     workers: int = Field(2, ge=1)
+    # steps whose inputs are ready run at the same time, within `workers` at their declared resources
+    # (curate.engine.schedule); false: one step after another
+    parallel_steps: bool = True
     prefect: bool = True  # run as a Prefect flow (False: the same runner, in-process, no Prefect)
     retries: int = Field(2, ge=0)  # retries of a failed task (transient errors)
     shard_rows: int = Field(50_000, ge=1)  # rows per shard written by ingest

@@ -5,6 +5,7 @@
 - An interrupted step keeps the receipts of its finished tasks; a re-run does only the missing ones.
 - The rejected manifest is written before the kept one: a kept manifest means the step is complete.
 - Every step's counts are checked: rows in = kept + rejected, and rows out = kept + added.
+- Steps whose inputs are ready run at the same time when the engine's workers hold them (curate.engine.schedule).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import logging
 import platform
 import shutil
+import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from curate.engine.placement import gather_task
 from curate.engine.plan import Plan, Step, plan_run
 from curate.engine.reuse import previous_dir
 from curate.engine.runlock import claim, run_lock
+from curate.engine.schedule import Claim, StepScheduler, claim_for
 from curate.engine.step_folders import bookkeeping_dir, finalize, prepare_folders, remove_stale_outputs, reusable
 from curate.engine.step_task import RECEIPTS, WORK, StepTask
 from curate.engine.tasks import (
@@ -100,15 +104,41 @@ class Runner:
         results: list[StepResult] = []
         run.write_run_json(self._run_json(results, started, finished=False))  # the plan, before any step: a run
         # stopped early still says which steps it meant to write (`open_run(...).missing`)
-        for step in self.plan.samples + self.plan.steps:
-            result = self.run_step(step)
-            if step.stage in REGISTRY:  # the step's models go with it (in this process; Ray workers keep theirs)
-                release_stages(step.stage)
+        running_stages: Counter[str] = Counter()
+
+        def run_one(step: Step) -> StepResult:
+            running_stages[step.stage] += 1
+            return self.run_step(step)
+
+        def done(step: Step, result: StepResult) -> None:
+            running_stages[step.stage] -= 1
+            if step.stage in REGISTRY and not running_stages[step.stage]:  # the step's models go with it (in
+                release_stages(step.stage)  # this process; Ray workers keep theirs), once no step still uses them
             results.append(result)
             self._warn_drops(step, result)
             run.write_run_json(self._run_json(results, started, finished=False))
+
+        for sample in self.plan.samples:
+            done(sample, run_one(sample))
+        self._scheduler().run(run_one, done)
+        order = {s.label: i for i, s in enumerate(self.plan.samples + self.plan.steps)}
+        results.sort(key=lambda r: order[r.label])  # run.json lists steps in plan order, however they finished
         run.write_run_json(self._run_json(results, started, finished=True))
         return results
+
+    def _scheduler(self) -> StepScheduler[Step]:
+        """Steps start when the steps they read are done, as many at once as the engine's workers hold at their
+        declared resources (`engine.parallel_steps`; curate.engine.schedule)."""
+        engine = self.config.engine
+        capacity = engine.workers if engine.parallel_steps else 1
+
+        def claim(step: Step) -> Claim:
+            exclusive = step.stage in REGISTRY and step.instance().exclusive
+            return claim_for(step.resources.cpus, step.resources.gpus, exclusive, capacity)
+
+        return StepScheduler(self.plan.steps, key=lambda s: s.label,
+                             depends=lambda s: [*s.parents, *s.model_steps], claim=claim, capacity=capacity,
+                             gpus=_gpu_count())
 
     def _warn_drops(self, step: Step, result: StepResult) -> None:
         """A step that dropped more than `warn_drop_share` of its rows besides its budget: named
@@ -282,6 +312,11 @@ class Runner:
             "steps": [asdict(r) for r in results],
             "warnings": self.warnings,
         }
+
+
+def _gpu_count() -> int:
+    torch = sys.modules.get("torch")  # a run that never imported torch has no GPU work to place
+    return torch.cuda.device_count() if torch is not None and torch.cuda.is_available() else 0
 
 
 def _short(ref: str) -> str:

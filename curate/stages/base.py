@@ -130,6 +130,9 @@ class Stage:
     inputs: ClassVar[Literal["one", "many"]] = "one"
     output: ClassVar[Output] = "rows"
     batch_rows: ClassVar[int] = 8192  # rows per table handed to `process` / `summarize`
+    # Runs with no other step beside it (curate.engine.schedule): a stage that trains with torch's process-wide
+    # random state, whose results would otherwise depend on what ran at the same time
+    exclusive: bool = False
     # Drop reasons (prefixes) that are the stage's selection budget at work, not a filter: a run warns when a step
     # drops more than `warn_drop_share` of its rows for other reasons (curate.engine.drops)
     selection_reasons: ClassVar[tuple[str, ...]] = ("not_selected",)

@@ -115,6 +115,7 @@ def union_positions(target: Any, seed: int) -> np.ndarray | None:
 @register
 class ColorFilter(GlobalStage):
     name = "color_filter"
+    exclusive = True  # trains with torch's process-wide random state (curate.engine.schedule)
     Params = ColorFilterParams
     adds = ("color_score",)
     report_score = "color_score"

@@ -137,6 +137,7 @@ class KMeansDiversity(HoldsEmbeddings, GlobalStage):
         quality = self.params.quality
         self.needs = ("id", EMBEDDING) + ((quality,) if quality and quality not in ("id", EMBEDDING) else ())
         if self.params.rounds > 1:
+            self.exclusive = True  # each round trains a model (curate.engine.schedule)
             self.needs += ("text",)
             self.uses = ("prompt", "response", "messages")
             self.adds = ("cluster", "kmq_round", "kmq_score")

@@ -86,6 +86,7 @@ def _multiple_name(m: float) -> str:
 @register
 class Evaluate(ArtifactStage):
     name = "evaluate"
+    exclusive = True  # trains with torch's process-wide random state (curate.engine.schedule)
     Params = EvaluateParams
     artifact_root = "eval"
     needs = ("id", "text")

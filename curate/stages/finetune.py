@@ -33,6 +33,7 @@ class FinetuneParams(FinetuneConfig, Params):
 @register
 class Finetune(ArtifactStage):
     name = "finetune"
+    exclusive = True  # trains with torch's process-wide random state (curate.engine.schedule)
     Params = FinetuneParams
     needs = ("id", "text")
     uses = ("prompt", "response", "messages")

@@ -147,6 +147,7 @@ def perplexity_select(ppl: np.ndarray, mode: Mode, *, min_ppl: float | None = No
 @register
 class Perplexity(GlobalStage):
     name = "perplexity"
+    exclusive = True  # trains with torch's process-wide random state (curate.engine.schedule)
     selection_reasons = ("not_selected", "ppl_above_p", "ppl_below_p", "ppl_bucket_")
     Params = PerplexityParams
     adds = ("ppl",)
