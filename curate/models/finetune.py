@@ -2,7 +2,8 @@
 
 `finetune(rows, out_dir, config, heldout=...)` trains through the same loop as the small auxiliary LMs
 (`curate.models.train_loop`): examples with loss masks (`curate.models.sft_data`), packed into `max_length` rows
-with attention kept inside each example, a seeded order per epoch, `grad_accum` micro-batches per step. The
+with attention kept inside each example (one example per row for recurrent architectures, whose state would
+cross examples: `curate.models.architecture`), a seeded order per epoch, `grad_accum` micro-batches per step. The
 result is a Hugging Face folder in `out_dir` (`AutoModelForCausalLM.from_pretrained` loads it; with LoRA it holds
 the adapter, which the same call loads onto its base model, and `merged/` the merged model when `merge: true`),
 plus `metrics.json`: the training loss per step and the held-out loss curve (docs/methods.md §12).
@@ -25,6 +26,7 @@ import pydantic
 from pydantic import Field
 
 from curate.data.errors import CurateError
+from curate.models.architecture import architecture, lora_targets, packs_by_position
 from curate.models.lm_train import LMTrainConfig, load_causal_lm, model_context, save_model, start_token_id
 from curate.models.sft_data import Example, build_batch, encode_examples, pack_rows
 
@@ -32,13 +34,6 @@ log = logging.getLogger("curate")
 METRICS_FILE = "metrics.json"
 DEFAULT_MAX_LENGTH = 1024
 CHECKPOINTS = "checkpoints"
-# LoRA on every projection of attention and MLP (QLoRA's finding: all linear layers beat attention-only).
-LORA_TARGETS = {
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    **{arch: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-       for arch in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2")},
-    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
-}
 
 
 class LoraSettings(pydantic.BaseModel):
@@ -47,7 +42,7 @@ class LoraSettings(pydantic.BaseModel):
     r: int = Field(8, ge=1)
     alpha: float = Field(16, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | str | None = None  # default: per architecture (LORA_TARGETS), else all-linear
+    target_modules: list[str] | str | None = None  # default: per architecture, else all-linear
     merge: bool = False  # also save the merged model in `merged/`
 
 
@@ -183,15 +178,19 @@ def _packing_holds(head: Any, examples: Sequence[Example], pad: int, device: str
     return abs(packed - alone) <= 1e-4 * (1 + abs(alone))
 
 
-def _lora(model: Any, settings: LoraSettings) -> Any:
+def _lora(model: Any, settings: LoraSettings, name: str) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    kind = getattr(model.config, "model_type", "")
-    targets = settings.target_modules or LORA_TARGETS.get(kind, "all-linear")
+    kind = architecture(model)
+    targets = lora_targets(model, settings.target_modules, name)
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, bias="none", task_type="CAUSAL_LM",
                         fan_in_fan_out=kind == "gpt2")  # GPT-2's Conv1D stores weights transposed
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as error:  # peft refuses some modules of some architectures (Mamba's out_proj, conv1d)
+        raise CurateError(f"LoRA cannot adapt the {kind} model {name!r} with target modules {targets}: {error}. "
+                          "Name other modules (`target_modules`) or use `method: full`") from None
 
 
 def _build_model(config: FinetuneConfig, texts: list[str], out: Path, device: str) -> tuple[Any, Any, str]:
@@ -271,22 +270,28 @@ def finetune(rows: Sequence[dict[str, Any]], out_dir: str | Path, config: Finetu
     max_length = min(config.max_length, context) if context else config.max_length
     tokenizer.model_max_length = 1 << 60  # examples are cut to max_length here
     pad = next(i for i in (tokenizer.pad_token_id, eos, start, 0) if i is not None)
+    # Packing relies on restarting position ids, which recurrent layers ignore: decided by the architecture
+    # (a probe on a randomly initialised model would not see the mixing).
+    positional = packs_by_position(model)
+    if config.packing and not positional:
+        log.warning("%s: the %s model %s carries state across packed examples; training one example per row",
+                    name, architecture(model), base)
+    if config.init == "scratch" and config.method == "lora":
+        save_model(model, tokenizer, out / "base", context)  # the adapter needs its base saved beside it
+        base = str((out / "base").resolve())
+    if config.method == "lora":  # before the data is encoded: bad target modules fail before any work
+        model = _lora(model, config.lora, base)
     examples, skipped = encode_examples(rows, tokenizer, max_length, start, eos)
     held, held_skipped = encode_examples(heldout or [], tokenizer, max_length, start, eos)
     if not examples:
         raise CurateError(f"{name}: none of the {len(rows)} rows has a token to train on")
     config = config.model_copy(update={"max_length": max_length})
-    if config.init == "scratch" and config.method == "lora":
-        save_model(model, tokenizer, out / "base", context)  # the adapter needs its base saved beside it
-        base = str((out / "base").resolve())
-    if config.method == "lora":
-        model = _lora(model, config.lora)
     trainable = model.get_base_model() if config.method == "lora" else model
     model.to(device)
     head = split_head(trainable, tokenizer, base, start)
     with hf_quiet():
-        packing = config.packing and _packing_holds(head, examples, pad, device)
-    if config.packing and not packing:
+        packing = config.packing and positional and _packing_holds(head, examples, pad, device)
+    if config.packing and positional and not packing:
         log.warning("%s: the model %s mixes packed examples (it does not follow restarting position ids); "
                     "training one example per row instead", name, base)
     steps = step_schedule(examples, config, packing)

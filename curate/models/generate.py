@@ -11,10 +11,15 @@ def greedy_generate(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tok
     """The new tokens each prompt continues with, greedy, up to `max_new_tokens` (stopping at `eos`).
 
     Prompts run in batches of similar length (sorted), left-padded with an attention mask, so that every row's
-    last prompt token sits at the same position.
+    last prompt token sits at the same position; one at a time for recurrent architectures, whose state would
+    take the padding in.
     """
     import torch
 
+    from curate.models.architecture import recurrent_state
+
+    if recurrent_state(model) is not None:  # a recurrent state reads the left padding too (RWKV): no padding
+        batch_size = 1
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
     was_training = model.training

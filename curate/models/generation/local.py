@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from curate.models.architecture import require_kv_cache
 from curate.models.embedder import resolve_device
 from curate.models.generation.sampling import Completion, OnResult, Sampling, cut_at_stop, prompt_seed
 from curate.models.lm_train import load_causal_lm, model_context, start_token_id
@@ -34,6 +35,7 @@ class LocalGenerator:
         self.device = resolve_device(device)
         torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto" if self.device != "cpu" else None
         model_, self.tokenizer = load_causal_lm(self.name, "generator model", torch_dtype)
+        require_kv_cache(model_, self.name, "generator model")  # before any generation: a clear error, not a crash
         self.model = model_.to(self.device).eval()
         self.tokenizer.model_max_length = 1 << 60
         self.context = model_context(self.model)
