@@ -2,6 +2,7 @@
 `ot.sinkhorn(..., method="sinkhorn_log")`.
 
     python benchmarks/bench_got_d.py [--sizes 10000 100000] [--targets 1000] [--epsilon 0.1]
+        [--solvers pot,curate,curate_tight]   (`curate@cuda`: curate's solver on a GPU; the first is the reference)
 
 Data (seeded): L2-normalised float32 vectors in R^384 around 200 latent directions (cosine to the direction ~0.8);
 the targets come from 20 of those directions, 5 of which the pool holds 10x fewer of (the rows GOT-D should pick).
@@ -48,7 +49,8 @@ def make_data(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def run_phase(solver: str, n: int, m: int, eps: float) -> dict:
     target, pool, labels = make_data(n, m)
-    import ot  # imports before the clock: torch's alone takes seconds
+    if solver == "pot":
+        import ot  # imports before the clock: torch's alone takes seconds
 
     from curate.methods.ot import sinkhorn
 
@@ -60,8 +62,14 @@ def run_phase(solver: str, n: int, m: int, eps: float) -> dict:
         _, log = ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", log=True)
         g, iterations = eps * log["log_v"], int(log["niter"])
     else:
-        tight = solver == "curate_tight"
-        result = sinkhorn(target, pool, epsilon=eps, tolerance=1e-6 if tight else 0.1, max_iter=1000)
+        name, _, device = solver.partition("@")
+        tight = name == "curate_tight"
+        result = sinkhorn(target, pool, epsilon=eps, tolerance=1e-6 if tight else 0.1, max_iter=1000,
+                          device=device or "cpu")
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
         g, iterations = result.g, result.iterations
     seconds = time.perf_counter() - started
     k = n // 10
@@ -76,26 +84,29 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--epsilon", type=float, default=0.1)
+    parser.add_argument("--solvers", default="pot,curate,curate_tight",
+                        help="comma-separated; the first is the reference; `curate@cuda` runs curate's on a GPU")
     parser.add_argument("--phase", nargs=2, metavar=("SOLVER", "N"))
     args = parser.parse_args()
     if args.phase:
         print(json.dumps(run_phase(args.phase[0], int(args.phase[1]), args.targets, args.epsilon)))
         return
     here = Path(__file__).parent
-    print(f"{'N':>8} {'solver':>13} {'seconds':>8} {'peak MiB':>9} {'iters':>6} {'overlap':>8} {'rare':>6} "
+    print(f"{'N':>8} {'solver':>18} {'seconds':>8} {'peak MiB':>9} {'iters':>6} {'overlap':>8} {'rare':>6} "
           f"{'speed-up':>8}")
     for n in args.sizes:
         results = {}
-        for solver in ("pot", "curate", "curate_tight"):
+        solvers = args.solvers.split(",")
+        for solver in solvers:
             out = subprocess.run([sys.executable, str(here / "bench_got_d.py"), "--phase", solver, str(n),
                                   "--targets", str(args.targets), "--epsilon", str(args.epsilon)],
                                  capture_output=True, text=True, check=True, cwd=here.parent)
             results[solver] = json.loads(out.stdout.strip().splitlines()[-1])
-        reference = set(results["pot"]["selected"])
+        reference = set(results[solvers[0]]["selected"])
         for solver, r in results.items():
             overlap = len(reference & set(r["selected"])) / len(reference)
-            ratio = results["pot"]["seconds"] / r["seconds"]
-            print(f"{n:>8} {solver:>13} {r['seconds']:>8.2f} {r['peak_mib']:>9.0f} {r['iterations']:>6} "
+            ratio = results[solvers[0]]["seconds"] / r["seconds"]
+            print(f"{n:>8} {solver:>18} {r['seconds']:>8.2f} {r['peak_mib']:>9.0f} {r['iterations']:>6} "
                   f"{overlap:>8.3f} {r['rare_recall']:>6.2f} {ratio:>7.1f}x")
 
 
