@@ -48,6 +48,11 @@ Statistics (per row; words are white-space separated, characters are Unicode cod
   one (answers quote their question: judged on prompt + response, clean Q&A pairs look repetitive),
   else the text.
 
+`gopher_compat: true` reproduces DataTrove's Gopher filters instead (repetition then quality, as DataTrove
+runs them by default, on `text`): its spaCy English words (emulated: no spaCy needed), statistics, order and
+reason names, each bounded by the parameter of the rule above that it mirrors (Gopher's values by default in
+this mode; 0 is off, as in DataTrove). Definitions and reasons: `curate.methods.gopher_datatrove.RULES`.
+
 Why the defaults differ from Gopher: Gopher's rules were tuned on web pages of at least 50 words. The
 defaults here also keep short instruction data (math word problems, one-line answers, code): Gopher's
 50-word minimum, 3..10 mean word length and 0.8 alpha-word fraction drop most code and math rows, and
@@ -67,8 +72,11 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from curate.methods.gopher_datatrove import EMPTY, GopherStats
+from curate.methods.gopher_datatrove import RULES as COMPAT_RULES
+from curate.methods.gopher_datatrove import Rule as CompatRule
 from curate.methods.text import Words, split_words
 from curate.stages.base import MapStage, Params, register
 from curate.stages.decision import Decision
@@ -116,7 +124,8 @@ class HeuristicsParams(Params):
         "where a row has one (prompts are often quoted in answers), else the text; `text`; `response` = "
         "only responses (rows without one are not judged)")
     min_stop_words: int | None = Field(None, ge=0, description="fewest distinct stop words (Gopher: 2)")
-    stop_words: tuple[str, ...] = Field(GOPHER_STOP_WORDS, description="stop words (case is ignored)")
+    stop_words: tuple[str, ...] = Field(GOPHER_STOP_WORDS,
+                                        description="stop words (any case; exact case with gopher_compat)")
     max_duplicate_line_fraction: Bound = _fraction(0.4, 0.3, "most lines repeating an earlier line")
     max_duplicate_line_char_fraction: Bound = _fraction(0.2, 0.2, "most characters in repeated lines")
     max_duplicate_paragraph_fraction: Bound = _fraction(0.3, 0.3, "most paragraphs repeating an earlier one")
@@ -130,6 +139,19 @@ class HeuristicsParams(Params):
     max_duplicate_8gram_char_fraction: Bound = _fraction(0.24, 0.12, "most characters in repeated 8-grams")
     max_duplicate_9gram_char_fraction: Bound = _fraction(0.22, 0.11, "most characters in repeated 9-grams")
     max_duplicate_10gram_char_fraction: Bound = _fraction(0.20, 0.10, "most characters in repeated 10-grams")
+    gopher_compat: bool = Field(False, description="reproduce DataTrove's Gopher filters (its words, statistics, "
+                                "order and reason names); bounds default to Gopher's values")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gopher_compat_defaults(cls, data: object) -> object:
+        if not (isinstance(data, dict) and data.get("gopher_compat")):
+            return data
+        unused = sorted(k for k, v in data.items() if k in _NOT_IN_DATATROVE and v != _NOT_IN_DATATROVE[k])
+        if unused:
+            raise ValueError(f"gopher_compat: DataTrove's Gopher filters have no {', '.join(unused)}; leave "
+                             f"{'it' if len(unused) == 1 else 'them'} unset")
+        return {**GOPHER, **_NOT_IN_DATATROVE, **data}
 
 
 # The paper's values (Rae et al. 2021, "Scaling Language Models", appendix A), judged on the text.
@@ -143,6 +165,9 @@ GOPHER: dict[str, object] = {
     **{f"max_top_{n}gram_char_fraction": v for n, v in TOP_NGRAMS.items()},
     **{f"max_duplicate_{n}gram_char_fraction": v for n, v in DUPLICATE_NGRAMS.items()},
 }
+# parameters without a DataTrove equivalent, as `gopher_compat` needs them (DataTrove always drops empty texts)
+_NOT_IN_DATATROVE: dict[str, object] = {"drop_empty_text": True, "min_response_words": None, "min_chars": None,
+                                        "max_chars": None, "repetition_field": "text"}
 
 
 class TextStats:
@@ -298,6 +323,7 @@ RULES: tuple[Rule, ...] = (
            lambda s, n=n: s.ngrams["duplicate", n]) for n in DUPLICATE_NGRAMS),
 )
 REASONS = ("empty_text", "empty_response", "response_too_short", *dict.fromkeys(r.reason for r in RULES))
+COMPAT_REASONS = (EMPTY, *(r.reason for r in COMPAT_RULES))  # with gopher_compat: DataTrove's names
 
 
 def _as_strings(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -319,6 +345,16 @@ class _Verdicts:
         new = mask & (self.rule < 0)
         self.rule[new] = self.codes.index(reason)
         self.score[new] = values[new]
+
+    def apply(self, rules: list[tuple[Rule, float]] | list[tuple[CompatRule, float]],
+              stats: TextStats | GopherStats) -> Decision:
+        """Each rule in turn (until every row has failed one), then the decision."""
+        for rule, bound in rules:
+            if (self.rule >= 0).all():
+                break
+            values = rule.stat(stats)
+            self.fail(values < bound if rule.bound == "min" else values > bound, rule.reason, values)
+        return self.decision()
 
     def decision(self) -> Decision:
         kept = self.rule < 0
@@ -354,6 +390,8 @@ class Heuristics(MapStage):
         )
 
     def process(self, table: pa.Table) -> Decision:
+        if self.params.gopher_compat:
+            return self._datatrove_gopher(table)
         p = self.params
         stats = self.statistics(table)
         verdicts = _Verdicts(table.num_rows)
@@ -363,9 +401,12 @@ class Heuristics(MapStage):
             words = stats.response_words
             verdicts.fail(words == 0, "empty_response", words)
             verdicts.fail(words < p.min_response_words, "response_too_short", words)
-        for rule, bound in self.enabled_rules():
-            if (verdicts.rule >= 0).all():
-                break
-            values = rule.stat(stats)
-            verdicts.fail(values < bound if rule.bound == "min" else values > bound, rule.reason, values)
-        return verdicts.decision()
+        return verdicts.apply(self.enabled_rules(), stats)
+
+    def _datatrove_gopher(self, table: pa.Table) -> Decision:
+        """`gopher_compat`: DataTrove's checks in its order, with its reason names (a bound of 0 is off, as there)."""
+        stats = GopherStats(_as_strings(table.column("text")), tuple(self.params.stop_words))
+        verdicts = _Verdicts(table.num_rows)
+        verdicts.fail(stats.chars == 0, EMPTY, stats.chars)
+        bounds = [(rule, getattr(self.params, rule.param)) for rule in COMPAT_RULES]
+        return verdicts.apply([(rule, bound) for rule, bound in bounds if bound], stats)
