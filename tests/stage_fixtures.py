@@ -10,6 +10,15 @@ import pyarrow.compute as pc
 from curate.stages.base import REGISTRY, GlobalStage, MapStage, Params, Resources, StageContext, register
 from curate.stages.decision import Decision
 
+# (text, paraphrase, unrelated): an embedder must put the paraphrase closer than the unrelated text
+SIMILARITY_TRIPLES = [
+    ("A man is playing a guitar on stage.", "Someone performs a song on an acoustic guitar.",
+     "The central bank raised interest rates again."),
+    ("How do I reverse a list in Python?", "What is the way to invert the order of a Python list?",
+     "The hikers reached the summit before sunrise."),
+    ("The patient was given antibiotics for the infection.", "Doctors treated the bacterial infection "
+     "with medication.", "She baked a chocolate cake for the party."),
+]
 
 class SlowTagParams(Params):
     delay: float = 0.05

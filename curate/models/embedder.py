@@ -5,7 +5,9 @@
   from the package's folder, so it works offline on a fresh machine.
 - a local folder in sentence-transformers (or plain transformers) format;
 - a Hugging Face hub id (`org/name`, optionally with `revision`). Only a hub id can reach the network,
-  and only when the model is not in the local Hugging Face cache yet.
+  and only when the model is not in the local Hugging Face cache yet;
+- `"static"`: static token embeddings distilled once from a `teacher` (any of the above; default `default`) and
+  cached, or `"static:<folder>"`: a saved static model (model2vec format). See `curate.models.static_embedder`.
 
 Every loaded model carries an `identity`: a JSON-able description that changes whenever the model's
 vectors could change. The embedding cache keys its namespaces on it (`curate.models.embedding_cache`).
@@ -85,23 +87,39 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def model_identity(model: str, revision: str | None = None) -> dict[str, Any]:
+def model_identity(model: str, revision: str | None = None, teacher: str | None = None,
+                   dims: int | None = None) -> dict[str, Any]:
     """What identifies a model's vectors, without loading it: the packaged model's version, a local
-    folder's content hash, or a hub id with the commit found in the local Hugging Face cache."""
+    folder's content hash, or a hub id with the commit found in the local Hugging Face cache. For `static`:
+    the teacher's identity (`revision` is then the teacher's) and the distillation settings."""
+    if model == "static" or model.startswith("static:"):
+        from curate.models.static_embedder import static_model_identity
+
+        return static_model_identity(model, teacher, dims, revision)
     if model == DEFAULT_MODEL:
         return {"package": PACKAGE, "version": metadata.version(PACKAGE)}
     return named_model_identity(model, revision)
 
 
 def load_embedder(model: str = DEFAULT_MODEL, device: str = "auto", max_seq_length: int | None = None,
-                  revision: str | None = None, prompt: str = "", prompt_name: str | None = None) -> Embedder:
-    """Load a sentence-transformers model (`default`, a local folder or a hub id) on a device.
+                  revision: str | None = None, prompt: str = "", prompt_name: str | None = None,
+                  teacher: str | None = None, dims: int | None = None) -> Embedder:
+    """Load a sentence-transformers model (`default`, a local folder or a hub id) on a device, or a static model
+    (`static`: distilled from `teacher` into `dims` dimensions once, then cached; `static:<folder>`).
 
     `max_seq_length` overrides the model's own limit; `prompt` is prepended to every text, or
     `prompt_name` picks one of the model's configured prompts (e5/bge-style "query: ").
     """
     if prompt and prompt_name:
         raise CurateError("give the embedding model either a prompt or a prompt_name, not both")
+    if model == "static" or model.startswith("static:"):
+        if prompt_name is not None:
+            raise CurateError(f"embedding model {model!r}: a static model has no named prompts; give `prompt`")
+        from curate.models.static_embedder import load_static_embedder
+
+        return load_static_embedder(model, teacher, dims, revision, device, max_seq_length, prompt)
+    if teacher is not None or dims is not None:
+        raise CurateError(f"`teacher` and `dims` apply to `model: static`, not to {model!r}")
     from sentence_transformers import SentenceTransformer
 
     device = resolve_device(device)

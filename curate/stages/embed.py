@@ -6,8 +6,11 @@ from a sentence-transformers model. Parameters:
 | param            | default   | meaning |
 |------------------|-----------|---------|
 | `column`         | `text`    | the column to embed; `prompt` for instruction data (docs/methods.md §4.2: user turns) |
-| `model`          | `default` | `default` = the packaged all-MiniLM-L6-v2 (offline), a local folder, or a hub id |
-| `revision`       | null      | a hub id's branch, tag or commit |
+| `model`          | `default` | `default` = the packaged all-MiniLM-L6-v2 (offline), a local folder, a hub id, or |
+|                  |           | `static` (below) / `static:<folder>` (a saved static model in model2vec's format) |
+| `revision`       | null      | a hub id's branch, tag or commit (with `model: static`: the teacher's) |
+| `teacher`        | null      | `model: static` only: the sentence transformer to distil (null: `default`) |
+| `dims`           | null      | `model: static` only: dimensions kept by PCA (null: 256) |
 | `batch_size`     | 64        | texts per forward pass; each table's texts are sorted by length first |
 | `max_seq_length` | null      | tokens per text, longer ones are cut (null: the model's limit, 256 for MiniLM) |
 | `prompt`         | ""        | text put before every input (e.g. "query: " for e5 models) |
@@ -16,6 +19,11 @@ from a sentence-transformers model. Parameters:
 | `device`         | `auto`    | `auto` (a CUDA GPU when torch sees one), `cpu`, `cuda`, `cuda:N`, `mps` |
 | `cache`          | true      | reuse and store vectors in the content-hash cache (`curate.models.embedding_cache`) |
 | `empty_text`     | `reject`  | rows whose text is null, empty or white space: `reject`, or `embed` as "" |
+
+`model: static` embeds a text as the mean of static token vectors (`curate.models.static_embedder`), distilled
+once from `teacher` as model2vec does and cached under `$CURATE_CACHE_DIR/static/`: some 200x faster than MiniLM on
+a CPU, at some cost in what selection keeps (docs/methods.md §4.2). It runs on the CPU whatever `device` says
+(`device` is where the teacher runs while distilling); `batch_size` does not matter to it; `prompt_name` is refused.
 
 Rows without a usable text are rejected by default, not embedded: a null (e.g. `column: prompt` on
 plain-text rows) with reason `missing_field:<column>`, an empty or white-space text with `empty_text`.
@@ -59,18 +67,30 @@ class EmbedParams(Params):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     cache: bool = True
     empty_text: Literal["reject", "embed"] = "reject"
+    teacher: str | None = None  # model: static
+    dims: int | None = Field(None, ge=1)  # model: static
 
     @model_validator(mode="after")
     def _one_prompt(self) -> EmbedParams:
         if self.prompt and self.prompt_name:
             raise ValueError("give either prompt or prompt_name, not both")
+        if (self.teacher is not None or self.dims is not None) and self.model != "static":
+            raise ValueError(f"teacher and dims apply to model: static, not to model: {self.model!r}")
+        if self.static and self.prompt_name is not None:
+            raise ValueError("a static model has no named prompts: give prompt instead of prompt_name")
+        if self.model.startswith("static:") and not self.model[len("static:"):]:
+            raise ValueError("model: static:<folder> needs a folder after 'static:'")
         return self
 
+    @property
+    def static(self) -> bool:
+        return self.model == "static" or self.model.startswith("static:")
 
-def _wants_gpu(device: str) -> bool:
+
+def _wants_gpu(device: str, static: bool = False) -> bool:
     if device.startswith("cuda"):
         return True
-    if device != "auto":
+    if device != "auto" or static:  # a static model embeds on the CPU
         return False
     return cuda_available()
 
@@ -85,7 +105,8 @@ class Embed(MapStage):
         self.needs = ("id", self.params.column)
         # One GPU when the stage will use one, so Ray places one worker per GPU. With `device: auto` that is
         # decided where the plan is built; name `cuda` to ask a cluster for a GPU.
-        self.resources = Resources(cpus=1, gpus=1 if _wants_gpu(self.params.device) else 0, memory_gb=2.0)
+        p = self.params
+        self.resources = Resources(cpus=1, gpus=1 if _wants_gpu(p.device, p.static) else 0, memory_gb=2.0)
 
     def __init__(self, params: Params | dict[str, Any] | None = None, /, **kwargs: Any):
         super().__init__(params, **kwargs)
@@ -106,13 +127,19 @@ class Embed(MapStage):
                               "set `column` to a string column")
 
     def models(self) -> dict[str, str]:
-        return {} if self.params.model == "default" else {"model": self.params.model}
+        p = self.params
+        if p.model == "static":
+            return {} if p.teacher in (None, "default") else {"teacher": p.teacher}
+        if p.model.startswith("static:"):
+            return {"model": p.model[len("static:"):]}
+        return {} if p.model == "default" else {"model": p.model}
 
     def fingerprint_extra(self) -> dict[str, Any]:
         """The model's identity: re-training a model in place (same path) makes a re-run embed again."""
         from curate.models.embedder import model_identity
 
-        return {"model": model_identity(self.params.model, self.params.revision)}
+        p = self.params
+        return {"model": model_identity(p.model, p.revision, p.teacher, p.dims)}
 
     def setup(self) -> None:
         """Load the model (and open the cache) once per worker process."""
@@ -120,7 +147,8 @@ class Embed(MapStage):
         from curate.models.embedding_cache import EmbeddingCache
 
         p = self.params
-        embedder = load_embedder(p.model, p.device, p.max_seq_length, p.revision, p.prompt, p.prompt_name)
+        embedder = load_embedder(p.model, p.device, p.max_seq_length, p.revision, p.prompt, p.prompt_name,
+                                 p.teacher, p.dims)
         if p.cache and embedder.cacheable:
             self.cache = EmbeddingCache(embedder.namespace(), embedder.dim)
         self.embedder = embedder

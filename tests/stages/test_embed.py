@@ -24,6 +24,7 @@ from curate.engine.runner import run_pipeline
 from curate.models.embedder import load_embedder, packaged_model_path
 from curate.models.locate import folder_identity
 from curate.stages.embed import Embed
+from tests.stage_fixtures import SIMILARITY_TRIPLES
 from tests.threads import run_in_threads
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ingest"
@@ -99,14 +100,7 @@ def test_stage_vectors_equal_sentence_transformers(cache_dir):
 
 
 def test_close_texts_are_closer_than_unrelated_ones(cache_dir):
-    triples = [  # (text, paraphrase, unrelated)
-        ("A man is playing a guitar on stage.", "Someone performs a song on an acoustic guitar.",
-         "The central bank raised interest rates again."),
-        ("How do I reverse a list in Python?", "What is the way to invert the order of a Python list?",
-         "The hikers reached the summit before sunrise."),
-        ("The patient was given antibiotics for the infection.", "Doctors treated the bacterial infection "
-         "with medication.", "She baked a chocolate cake for the party."),
-    ]
+    triples = SIMILARITY_TRIPLES
     kept, _ = Embed(device="cpu")(rows([t for triple in triples for t in triple]))
     v = vectors(kept).reshape(3, 3, 384)
     close = np.einsum("td,td->t", v[:, 0], v[:, 1])
