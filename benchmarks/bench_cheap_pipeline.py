@@ -6,7 +6,8 @@
 Rows: real rows of the shared data sets, repeated with a perturbation per copy and 3% junk
 (`bench_ingest_heuristics.make_rows`), written once as JSONL files that both read.
 
-- curate (`curate.engine.runner`, no Prefect): ingest -> normalize -> heuristics with Gopher's values -> language
+- curate (`curate.engine.runner`, no Prefect): ingest -> normalize -> heuristics (`gopher_compat`: DataTrove's
+  Gopher rules; `--gopher gopher`: curate's own rules with Gopher's values) -> language
   (en, score 0.65 as DataTrove) -> MinHash dedup (5-word shingles, 14 bands x 8 rows; no exact pass, as DataTrove
   has none here).
 - DataTrove 0.10.1 as it runs by default (spaCy English words), the same steps: JsonlReader ->
@@ -43,7 +44,8 @@ def run_curate(spec: dict) -> dict:
     from curate.engine.runner import run_pipeline
     from curate.stages.heuristics import GOPHER
 
-    stages = [{"normalize": {}}, {"heuristics": dict(GOPHER)},
+    heuristics = {"gopher_compat": True} if spec["gopher"] == "compat" else dict(GOPHER)
+    stages = [{"normalize": {}}, {"heuristics": heuristics},
               {"language": {"languages": ["en"], "min_confidence": MIN_SCORE}},
               {"dedup": {"exact": False, "minhash": {"ngram": SHINGLE, "bands": BANDS, "rows": ROWS}}}]
     config = parse_config({"name": "cheap", "inputs": [{"path": spec["paths"]}], "output": spec["output"],
@@ -155,6 +157,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument("--gopher", choices=["compat", "gopher"], default="compat",
+                        help="curate's heuristics: DataTrove's Gopher rules (gopher_compat) or its own GOPHER values")
     parser.add_argument("--child", default=None)
     parser.add_argument("--spec", default=None)
     args = parser.parse_args()
@@ -171,7 +175,8 @@ def main() -> None:
     sides = ["curate"] + ([] if args.skip_datatrove else ["datatrove"])
     found = {}
     for side in sides:
-        found[side] = measure(side, {"paths": paths, "output": str(work / side), "workers": args.workers})
+        found[side] = measure(side, {"paths": paths, "output": str(work / side), "workers": args.workers,
+                                     "gopher": args.gopher})
         result = found[side]
         print(f"  {side:9s} {result['seconds']:8.1f} s  {args.rows / result['seconds']:9,.0f} rows/s  "
               f"peak {result['peak_mb']:8,.0f} MB  kept {result['kept']:,}  steps {result['steps']}")

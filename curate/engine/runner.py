@@ -267,9 +267,16 @@ class Runner:
         target, heldout = self._sample_dirs(step)
         units = self.executor.call(units_task, (task, target, heldout), f"{step.label}:units")
         if units:
-            done = self.executor.map(unit_task, [(task, target, heldout, u) for u in units],
-                                     [f"{step.label}[{u}]" for u in units], resources=step.resources)
-            metrics = self.executor.call(combine_task, (task, target, heldout, dict(zip(units, done, strict=True))),
+            # A stage may ask for more units once the first ones are done (a search's next round): asked again
+            # until no new unit comes back; finished units are never run again (and a resumed step reads their
+            # receipts).
+            done: dict[str, Any] = {}
+            while new := [u for u in units if u not in done]:
+                results = self.executor.map(unit_task, [(task, target, heldout, u) for u in new],
+                                            [f"{step.label}[{u}]" for u in new], resources=step.resources)
+                done.update(zip(new, results, strict=True))
+                units = self.executor.call(units_task, (task, target, heldout), f"{step.label}:units")
+            metrics = self.executor.call(combine_task, (task, target, heldout, {u: done[u] for u in units}),
                                          f"{step.label}:combine")
             shutil.rmtree(step.out_dir / RECEIPTS, ignore_errors=True)
         else:

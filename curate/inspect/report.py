@@ -185,6 +185,33 @@ def _mixtures(steps: list[StepSummary]) -> str:
     return "<h2>Mixtures</h2>" + "".join(out) if out else ""
 
 
+def _searches(steps: list[StepSummary]) -> str:
+    out = []
+    for s in steps:
+        path = s.artifacts / "search.json" if s.stage == "mixture_search" and s.artifacts else None
+        if path is None or not path.is_file():
+            continue
+        found = json.loads(path.read_text())
+        parts, candidates = found["parts"], found["candidates"]
+        weights = np.array([[c["weights"][p] for p in parts] for c in candidates], dtype=np.float64)
+        figure = plots.search_proxies(parts, weights, np.array([c["loss"] for c in candidates]),
+                                      np.array([c["predicted_out_of_fold"] for c in candidates]))
+        rows = [[p, found["tokens"][p], _number(found["natural"][p]), _number(found["searched"][p]),
+                 _number(found["recommended"][p])] for p in parts]
+        arms = [[arm, f"{_number(v['mean'])} ± {_number(v.get('std'))}",
+                 (f"{v['vs_natural']['mean']:+.3f}" if v.get("vs_natural") else "")] for arm, v in
+                found["validation"].items()]
+        regressor = found["regressor"]
+        out.append(f"<h3>{esc(s.label)}</h3><p class=\"{'win' if found['kept'] == 'recommended' else 'lose'}\">"
+                   f"kept: {esc(found['kept'])} ({esc(found['why'])}); {len(candidates)} proxies, regressor "
+                   f"{esc(regressor['kind'])}, cross-validated Spearman {_number(regressor['cv_spearman'])}</p>"
+                   + _table(["part", "tokens", "natural", "searched", "recommended"], rows)
+                   + _table(["arm", "held-out loss", "- natural"], arms)
+                   + _figure(figure, f"{s.label}: each proxy's loss against its weights, and predicted against "
+                                     "measured"))
+    return "<h2>Mixture search</h2>" + "".join(out) if out else ""
+
+
 def _evaluations(steps: list[StepSummary]) -> str:
     out = []
     for label, results in evaluations(steps).items():
@@ -308,7 +335,8 @@ def _build_report(run: Path) -> Path:
     con = connect(run)
     try:
         sections = [_funnel(steps), _scores(con, steps), _clusters(con, steps), _embedding_map(con, steps),
-                    _mixtures(steps), _evaluations(steps), _samples(con, steps), _metadata(run, steps)]
+                    _mixtures(steps), _searches(steps), _evaluations(steps), _samples(con, steps),
+                    _metadata(run, steps)]
     finally:
         con.close()
     meta = run / "run.json"

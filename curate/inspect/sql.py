@@ -110,6 +110,9 @@ def connect(run_dir: str | Path) -> duckdb.DuckDBPyConnection:
     steps = run_steps(run_dir)
     graph = [s for s in steps if not s.sample]
     for step in graph:
+        if step.artifacts is not None:  # an artifact step's own tables (a search's candidates): <label>_<name>
+            for table in sorted(Path(step.artifacts).glob("*.parquet")):
+                con.register(f"{step.label}_{table.stem}", pads.dataset(str(table), format="parquet"))
         if step.rows is None:
             continue
         kept = Dataset.open(step.rows)

@@ -174,3 +174,22 @@ def round_weights(rounds: list[dict[str, Any]]) -> Any:
     axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def search_proxies(parts: list[str], weights: np.ndarray, loss: np.ndarray, predicted: np.ndarray) -> Any:
+    """A mixture search: each proxy's loss against its weight of each part, and the regressor's out-of-fold
+    prediction against the measured loss."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(parts) + 1, figsize=(2.4 * (len(parts) + 1), 2.6), dpi=100, squeeze=False)
+    for k, part in enumerate(parts):
+        axes[0, k].scatter(weights[:, k], loss, s=10, color="#4c78a8")
+        axes[0, k].set_xlabel(f"weight of {part}", fontsize=8)
+        axes[0, k].set_ylabel("loss" if k == 0 else "", fontsize=8)
+    last = axes[0, len(parts)]
+    last.scatter(predicted, loss, s=10, color="#f58518")
+    low, high = float(min(loss.min(), predicted.min())), float(max(loss.max(), predicted.max()))
+    last.plot([low, high], [low, high], color="black", linestyle=":", linewidth=1)
+    last.set_xlabel("predicted (out of fold)", fontsize=8)
+    last.set_ylabel("measured", fontsize=8)
+    figure.tight_layout()
+    return figure

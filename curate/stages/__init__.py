@@ -12,7 +12,8 @@ CLASS_NAMES = {"Classifier": "classifier", "Clear": "clear", "ColorFilter": "col
                "Decontaminate": "decontaminate",
                "Dedup": "dedup", "KMeansDiversity": "kmeans_diversity", "Dsir": "dsir", "Embed": "embed",
                "Evaluate": "evaluate", "Finetune": "finetune", "GotD": "got_d", "Heuristics": "heuristics",
-               "Language": "language", "Mixture": "mixture", "Normalize": "normalize", "Perplexity": "perplexity",
+               "Language": "language", "Mixture": "mixture",
+               "MixtureSearch": "mixture_search", "Normalize": "normalize", "Perplexity": "perplexity",
                "Pii": "pii", "SemDedup": "semdedup"}
 
 __all__ = ["BUILT_IN", "REGISTRY", "STAGE_CLASSES", "Decision", "GlobalStage", "MapStage", "Params", "Resources",

@@ -350,7 +350,9 @@ class ArtifactStage(Stage):
     # `combine` turns their results into the metrics. A stage without units implements `build` only.
 
     def units(self, context: StageContext, out_dir: Path) -> list[str]:
-        """Names of the build's independent pieces (run once, before them; may write shared files)."""
+        """Names of the build's independent pieces (before them; may write shared files). Asked again once they
+        are done: a build in rounds returns the pieces so far plus the next round's, and the same list when it
+        has no more (`combine` then gets every piece's result)."""
         return []
 
     def build_unit(self, context: StageContext, out_dir: Path, unit: str) -> dict[str, Any]:

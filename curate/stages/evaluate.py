@@ -39,6 +39,7 @@ from curate.methods.leaks import Leak, act_on, find_leaks
 from curate.models.finetune import METRICS_FILE, FinetuneConfig, finetune
 from curate.models.locate import load_tokenizer, named_model_identity
 from curate.stages.base import ArtifactStage, Params, Resources, StageContext, register
+from curate.stages.training_tokens import example_tokens, shared_tokenizer
 
 HELDOUT_COLUMNS = (*TRAINING_COLUMNS, "answer")
 RESERVED = ("selection", "random", "full")
@@ -183,34 +184,10 @@ class Evaluate(ArtifactStage):
                 "tokens": [tokens] * seeds, "capped": False, "left_out": len(excluded[label])}
 
     def _count(self, tokenizer: Any, dataset: Any) -> np.ndarray:
-        """Per row, the tokens (or supervised targets) its fine-tuning example has: cut to `max_length`, 0 for a
-        row with nothing to learn (so a random arm matches what the selection trains on, not its raw text)."""
-        from curate.models.lm_train import start_token_id
-        from curate.models.sft_data import trained_tokens
-
-        columns = [c for c in TRAINING_COLUMNS if c in dataset.schema.names]
-        start, eos = start_token_id(tokenizer), tokenizer.eos_token_id
-        pieces = [trained_tokens(batch.to_pylist(), tokenizer, self.params.finetune.max_length, start, eos)
-                  [0 if self.params.match_on == "tokens" else 1]
-                  for batch in dataset.iter_batches(columns=columns, batch_rows=4096)]
-        return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+        return example_tokens(tokenizer, dataset, self.params.finetune.max_length, self.params.match_on)
 
     def _shared_tokenizer(self, pool: Any, out_dir: Path) -> str | None:
-        """The tokenizer every arm trains with: the named model's, or (scratch) one trained once on the pool."""
-        config = self.params.finetune
-        if config.init == "model":
-            return config.model
-        if config.tokenizer:
-            return config.tokenizer
-        from curate.models.lm_train import train_tokenizer
-
-        folder = out_dir / "tokenizer"
-        if not (folder / "tokenizer.json").is_file():
-            n = pool.count()
-            take = np.sort(np.random.default_rng(self.params.seed).permutation(n)[: self.params.tokenizer_rows])
-            texts = pool.take(take, ["text"]).column("text").to_pylist()
-            train_tokenizer([t or "" for t in texts], config.lm.vocab_size, folder)
-        return str(folder.resolve())
+        return shared_tokenizer(self.params.finetune, pool, out_dir, self.params.tokenizer_rows, self.params.seed)
 
     # -- one arm x seed
 

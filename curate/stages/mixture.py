@@ -37,7 +37,7 @@ from pydantic import Field, model_validator
 from curate.data.errors import CurateError
 from curate.data.hashing import hash_strings_u64
 from curate.models.token_count import WORDS, TokenCounter
-from curate.stages.base import GlobalStage, Params, Rows, register
+from curate.stages.base import GlobalStage, Params, Rows, StageContext, register
 from curate.stages.decision import PARENT_ID, PART, Decision
 
 log = logging.getLogger("curate")
@@ -47,6 +47,7 @@ OUTPUT_COLUMNS = ("id", "source", "text", "prompt", "response", "answer", "messa
 class MixtureParams(Params):
     by: str | None = None  # split the one input step by this column instead of mixing several steps
     weights: dict[str, float] | None = None
+    weights_from: str | None = None  # a `mixture_search` step: its recommended weights
     part_tokens: dict[str, int] | None = None
     tokens: int | None = Field(None, ge=1)
     rows: int | None = Field(None, ge=1)
@@ -59,8 +60,9 @@ class MixtureParams(Params):
 
     @model_validator(mode="after")
     def _one_budget(self) -> MixtureParams:
-        if self.weights is not None and self.part_tokens is not None:
-            raise ValueError("give `weights` (with a total `tokens` or `rows`) or `part_tokens`, not both")
+        if sum(x is not None for x in (self.weights, self.weights_from, self.part_tokens)) > 1:
+            raise ValueError("give one of `weights` or `weights_from` (with a total `tokens` or `rows`), or "
+                             "`part_tokens`")
         if self.part_tokens is not None and (self.tokens is not None or self.rows is not None):
             raise ValueError("`part_tokens` sets each part's budget: leave `tokens` and `rows` out")
         if self.tokens is not None and self.rows is not None:
@@ -137,6 +139,16 @@ class Mixture(GlobalStage):
     def models(self) -> dict[str, str]:
         return {"tokenizer": self.params.tokenizer} if self.params.tokenizer else {}
 
+    def model_steps(self) -> dict[str, str]:
+        return {"weights_from": self.params.weights_from} if self.params.weights_from else {}
+
+    def prepare(self, context: StageContext) -> dict[str, Any]:
+        if not self.params.weights_from:
+            return {}
+        from curate.stages.mixture_search import recommended_weights
+
+        return {"weights": recommended_weights(context.step_models[self.params.weights_from])}
+
     def fingerprint_extra(self) -> dict[str, Any]:
         from curate.models.locate import named_model_identity
 
@@ -200,7 +212,7 @@ class Mixture(GlobalStage):
             targets = {n: float(p.part_tokens.get(n, 0)) for n in names}
             total = sum(targets.values())
             return {n: t / total if total else 0.0 for n, t in targets.items()}, targets, total
-        raw = p.weights if p.weights is not None else available
+        raw = p.weights if p.weights is not None else self.prepared.get("weights") or available
         asked = {n: float(raw.get(n, 0.0)) for n in names}
         live = {n: w for n, w in asked.items() if w > 0 and available[n] > 0}
         for n in names:

@@ -29,7 +29,8 @@ BUILT_IN = {
     "kmeans_diversity": "curate.stages.diversity", "dsir": "curate.stages.dsir", "embed": "curate.stages.embed",
     "evaluate": "curate.stages.evaluate", "finetune": "curate.stages.finetune", "got_d": "curate.stages.got_d",
     "heuristics": "curate.stages.heuristics", "language": "curate.stages.language",
-    "mixture": "curate.stages.mixture", "normalize": "curate.stages.normalize",
+    "mixture": "curate.stages.mixture", "mixture_search": "curate.stages.mixture_search",
+    "normalize": "curate.stages.normalize",
     "perplexity": "curate.stages.perplexity", "pii": "curate.stages.pii", "semdedup": "curate.stages.semdedup",
 }
 
