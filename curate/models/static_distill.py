@@ -70,7 +70,7 @@ class DistillSettings:
 
 def static_identity(settings: DistillSettings, teacher_identity: dict[str, Any] | None = None) -> dict[str, Any]:
     """The identity of the model distilled with these settings (the embedding cache's and the folder's key)."""
-    from curate.models.embedder import model_identity
+    from curate.models.sentence_embedder import sentence_model_identity as model_identity
 
     teacher = teacher_identity or model_identity(settings.teacher, settings.revision)
     return {"static": {"teacher": teacher, **settings.recipe()}}
@@ -222,7 +222,7 @@ def pca(x: np.ndarray, dims: int) -> np.ndarray:
 
 def _load_teacher(settings: DistillSettings, device: str) -> Any:
     """The teacher as an `Embedder` (a sentence transformer): tests replace this to see that it is not called."""
-    from curate.models.embedder import load_embedder
+    from curate.models.sentence_embedder import load_sentence_embedder as load_embedder
 
     return load_embedder(settings.teacher, device, revision=settings.revision)
 
@@ -324,7 +324,7 @@ def save_atomically(folder: Path, write: Any) -> None:
 def distilled_folder(settings: DistillSettings, device: str = "auto") -> tuple[Path, dict[str, Any]]:
     """(folder, identity) of the static model for these settings: the cached one, or distilled now (the teacher on
     `device`) and cached."""
-    from curate.models.embedder import model_identity
+    from curate.models.sentence_embedder import sentence_model_identity as model_identity
 
     teacher_identity = model_identity(settings.teacher, settings.revision)
     teacher = None

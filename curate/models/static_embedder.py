@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from curate.data.errors import CurateError
-from curate.models.embedder import Embedder
+from curate.models.sentence_embedder import Embedder
 from curate.models.static_distill import DEFAULT_DIMS
 
 STATIC = "static"

@@ -25,8 +25,10 @@ so new weights or a new budget re-decide without counting again.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -84,6 +86,17 @@ def _pass_sample(units: np.ndarray, target: float, rng: np.random.Generator) -> 
     candidates = [c for c in (i - 1, i) if 0 <= c < len(cums)]
     best = min(candidates, key=lambda c: (abs(cums[c] - target), c))
     return order[:best]
+
+
+SEARCH_FILE = "search.json"  # what a `mixture_search` step recommends (curate.stages.mixture_search)
+
+
+def recommended_weights(folder: Path) -> dict[str, float]:
+    """The weights a finished mixture search recommends (`weights_from: <search step>`)."""
+    path = Path(folder) / SEARCH_FILE
+    if not path.is_file():
+        raise CurateError(f"no mixture search result in {str(folder)!r} ({SEARCH_FILE} is missing)")
+    return dict(json.loads(path.read_text())["recommended"])
 
 
 def part_copies(units: np.ndarray, per_pass: np.ndarray, target: float, max_repeats: int,
@@ -145,8 +158,6 @@ class Mixture(GlobalStage):
     def prepare(self, context: StageContext) -> dict[str, Any]:
         if not self.params.weights_from:
             return {}
-        from curate.stages.mixture_search import recommended_weights
-
         return {"weights": recommended_weights(context.step_models[self.params.weights_from])}
 
     def fingerprint_extra(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ column. Every row's training tokens are counted with the proxies' tokenizer, whi
 
 Every proxy and validation training is a unit (`build_unit`): they run in parallel where the engine allows and a
 killed search redoes only the unfinished ones. `search.json` holds `recommended`, `candidates`, `regressor` and
-`validation`; `mixture: {from: [...], weights_from: <this step>}` builds the rows.
+`validation`; `mixture: {from: [...], weights_from: <this step>}` builds the rows (`mixture.recommended_weights`).
 """
 
 from __future__ import annotations
@@ -47,12 +47,11 @@ from curate.models.finetune import FinetuneConfig, finetune
 from curate.models.lm_train import LMTrainConfig
 from curate.models.locate import load_tokenizer
 from curate.stages.base import ArtifactStage, Params, Resources, StageContext, register
-from curate.stages.mixture import part_copies
+from curate.stages.mixture import SEARCH_FILE, part_copies
 from curate.stages.training_tokens import example_tokens, shared_tokenizer
 
 _ONE_TRAINING_AT_A_TIME = threading.Lock()  # per process: a training seeds torch's process-wide random state
 PLAN_FILE = "search_plan.json"
-SEARCH_FILE = "search.json"
 ARMS = ("recommended", "natural", "uniform", "best_part")
 TINY_PROXY = FinetuneConfig(init="scratch", lm=LMTrainConfig(vocab_size=2048, n_layer=2, n_embd=64, n_head=4,
                                                              seq_len=128),
@@ -347,11 +346,3 @@ def write_table(path: Path, table: pa.Table) -> None:
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(table, temporary)
     os.replace(temporary, path)
-
-
-def recommended_weights(folder: Path) -> dict[str, float]:
-    """The weights a finished search recommends (read by `mixture: {weights_from: <search step>}`)."""
-    path = Path(folder) / SEARCH_FILE
-    if not path.is_file():
-        raise CurateError(f"no mixture search result in {str(folder)!r} ({SEARCH_FILE} is missing)")
-    return dict(json.loads(path.read_text())["recommended"])

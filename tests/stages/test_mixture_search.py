@@ -166,3 +166,15 @@ def test_the_candidates_are_a_sql_view_and_curate_search_prints_the_result(searc
     assert "<h2>Mixture search</h2>" in report and "kept: recommended" in report and "<svg" in report
     shown = curate("search", str(searched), cwd=searched.parent)
     assert "recommended" in shown.stdout and "gsm8k" in shown.stdout and "kept: recommended" in shown.stdout
+
+
+@pytest.mark.slow  # about 45 s a seed
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_target_like_part_gets_the_largest_weight_in_other_seeds_too(tmp_path, seed):
+    config = search_config(tmp_path, seed=seed)
+    config["stages"] = config["stages"][:1]
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(config))
+    curate("run", "search.yaml", "--no-report", cwd=tmp_path)
+    report = json.loads((tmp_path / "run" / "models" / "mixture_search" / "search.json").read_text())
+    assert max(report["searched"], key=report["searched"].get) == "gsm8k"
+    assert all(d < 0 for d in report["validation"]["recommended"]["vs_natural"]["diff"])
