@@ -143,7 +143,9 @@ class MixtureSearch(ArtifactStage):
         totals = {}
         counted: dict[int, np.ndarray] = {}
         for k, (name, (data, rows)) in enumerate(parts.items()):
-            tokens = counted.setdefault(id(data), example_tokens(loaded, data, p.proxy.max_length))
+            if id(data) not in counted:  # parts split `by:` a column share one step: count it once
+                counted[id(data)] = example_tokens(loaded, data, p.proxy.max_length)
+            tokens = counted[id(data)]
             part = tokens if rows is None else tokens[rows]
             np.save(counts_dir / f"part-{k}.npy", part)
             totals[name] = int(part.sum())

@@ -178,3 +178,18 @@ def test_the_target_like_part_gets_the_largest_weight_in_other_seeds_too(tmp_pat
     report = json.loads((tmp_path / "run" / "models" / "mixture_search" / "search.json").read_text())
     assert max(report["searched"], key=report["searched"].get) == "gsm8k"
     assert all(d < 0 for d in report["validation"]["recommended"]["vs_natural"]["diff"])
+
+
+def test_parts_split_from_one_step_count_its_tokens_once(tmp_path, monkeypatch):
+    from curate.engine.runner import run_pipeline
+    from curate.stages import mixture_search
+
+    calls = []
+    real = mixture_search.example_tokens
+    monkeypatch.setattr(mixture_search, "example_tokens", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    config = search_config(tmp_path, candidates=4, seeds=1, tokens=3000, search={"candidates": 1000, "top_k": 8})
+    config["stages"] = config["stages"][:1]
+    run_pipeline(parse_config(config, base_dir=tmp_path))
+    assert len(calls) == 1  # three parts, one step: counted once
+    report = json.loads((tmp_path / "run" / "models" / "mixture_search" / "search.json").read_text())
+    assert set(report["tokens"]) == {"gsm8k", "p3", "noise"} and min(report["tokens"].values()) > 0
