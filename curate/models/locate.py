@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -136,10 +137,18 @@ def hf_quiet() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
+# One model load at a time per process: transformers' loading swaps process-wide functions (`no_init_weights`
+# replaces torch's init functions and `PreTrainedModel.init_weights`, then puts back what it found). Two threads
+# loading at once (two steps of parallel branches) could leave them swapped for good, and every later model's
+# missing weights (a tied LM head) uninitialised on the meta device.
+MODEL_LOADING = threading.RLock()
+
+
 def load_named(load: Callable[[], T], role: str, what: str, hint: str = "") -> T:
-    """`load()` with transformers' bars off; any failure becomes a CurateError naming the model, then the cause."""
+    """`load()` with transformers' bars off, one load at a time in the process; any failure becomes a CurateError
+    naming the model, then the cause."""
     try:
-        with hf_bars_off():
+        with MODEL_LOADING, hf_bars_off():
             return load()
     except Exception as error:  # any loader failure: name the model first, then the cause
         cause = " ".join(str(error).split())
