@@ -40,6 +40,7 @@ from curate.data.columns import TRAINING_COLUMNS
 from curate.data.dataset import atomic_write_text
 from curate.data.devices import cuda_available
 from curate.data.errors import CurateError
+from curate.data.shards import write_shard
 from curate.methods import closed_loop
 from curate.methods.mixture_regression import cross_validated_predictions, make_regressor, spearman
 from curate.methods.mixture_search import natural_shares, next_round, sample_weights, search
@@ -316,7 +317,7 @@ class MixtureSearch(ArtifactStage):
                               "units": round(sum(r["seconds"] for r in results.values()), 3),
                               "search": found["seconds"]}}
         atomic_write_text(out_dir / SEARCH_FILE, json.dumps(report, indent=1))
-        write_table(out_dir / "candidates.parquet", self._candidates_table(parts, proxies, results))
+        write_shard(out_dir, "candidates.parquet", self._candidates_table(parts, proxies, results))
         return {"search": SEARCH_FILE, "recommended": report["recommended"], "kept": report["kept"],
                 "cv_spearman": found["regressor"]["cv_spearman"],
                 "validation": {arm: v["mean"] for arm, v in validation.items()}}
@@ -340,11 +341,3 @@ class MixtureSearch(ArtifactStage):
         for k, part in enumerate(parts):
             columns[f"w_{part}"] = [r["weights"][k] for r in trainings]
         return pa.table(columns)
-
-
-def write_table(path: Path, table: pa.Table) -> None:
-    import pyarrow.parquet as pq
-
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
