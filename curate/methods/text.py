@@ -46,7 +46,12 @@ def split_words(texts: pa.Array | pa.ChunkedArray) -> Words:
     """Split on Unicode white space (null texts have no words)."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    lists = pc.utf8_split_whitespace(pc.fill_null(texts, ""))
+    texts = pc.fill_null(texts, "")
+    # Arrow's utf8_split_whitespace (26.0) reads past the end of the data buffer: when the array's last non-empty
+    # text ends in white space, it sometimes returns that white space as a word. A sentinel text ending in a letter
+    # keeps the buffer's end out of every real text; its list is sliced off.
+    sentinel = pa.array(["x"], texts.type)
+    lists = pc.utf8_split_whitespace(pa.concat_arrays([texts, sentinel])).slice(0, len(texts))
     # zero-copy: the words of this (possibly sliced) list array, and its offsets shifted to start at 0
     offsets = lists.offsets.to_numpy().astype(np.int64)
     offsets -= offsets[0]

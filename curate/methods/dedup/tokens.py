@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from curate.methods.text import hash_strings
+from curate.methods.text import hash_strings, split_words
 
 # DataTrove's number pattern: digits in any script, with an optional decimal part.
 _NUMBER = r"\p{Nd}+(?:[.,،٫⎖⎗⎘]\p{Nd}+)?"
@@ -33,20 +33,6 @@ class Tokens:
     offsets: np.ndarray  # int64, n_docs + 1
 
 
-def _split(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """Split on Unicode white space: (flat non-empty words, per-text offsets); null texts have none."""
-    lists = pc.utf8_split_whitespace(pc.fill_null(texts, ""))
-    offsets = lists.offsets.to_numpy().astype(np.int64)
-    flat = lists.values.slice(offsets[0], offsets[-1] - offsets[0])
-    offsets -= offsets[0]
-    empty = pc.equal(pc.binary_length(flat), 0).to_numpy(zero_copy_only=False)
-    if empty.any():  # leading / trailing white space gives empty strings
-        kept = np.concatenate([[0], np.cumsum(~empty, dtype=np.int64)])
-        offsets = kept[offsets]
-        flat = flat.filter(pa.array(~empty))
-    return flat, offsets
-
-
 def tokenize(texts: pa.Array | pa.ChunkedArray | list[str | None]) -> Tokens:
     """White-space tokens of each text (null texts are empty)."""
     if isinstance(texts, list):
@@ -55,7 +41,8 @@ def tokenize(texts: pa.Array | pa.ChunkedArray | list[str | None]) -> Tokens:
         texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
         texts = texts.cast(pa.string())  # string_view, dictionary or null columns
-    flat, offsets = _split(texts)
+    words = split_words(texts)
+    flat, offsets = words.flat, words.offsets
     encoded = pc.dictionary_encode(flat)
     return Tokens(encoded.dictionary, encoded.indices.to_numpy().astype(np.int64), offsets)
 
@@ -113,7 +100,8 @@ def simplified_word_hashes(tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
 
     Each distinct token is simplified and re-split (punctuation may split it, or leave nothing).
     """
-    words, word_offsets = _split(simplify(tokens.dictionary))
+    simplified = split_words(simplify(tokens.dictionary))
+    words, word_offsets = simplified.flat, simplified.offsets
     word_hash = hash_strings(words)
     per_token = np.diff(word_offsets)[tokens.indices]  # words per token occurrence (0, 1 or more)
     if np.all(per_token == 1):
