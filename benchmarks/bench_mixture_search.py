@@ -8,7 +8,11 @@ towards other GSM8K problems; 40,000 training tokens per proxy, a 2 x 64 scratch
 process without Prefect: local threads (proxies one at a time, each on every core), and a Ray cluster of
 `--workers` CPUs with `proxy_cpus: 1` (a proxy per worker process). Reported: the step's wall time, proxy and
 validation trainings per hour, and the time outside the trainings (the step's wall time minus the time inside
-`finetune`, which includes measuring each proxy): drawing the parts, counting tokens, fitting and searching.
+`finetune`, which includes measuring each proxy): drawing the parts, training the tokenizer and counting tokens,
+fitting and searching, and importing transformers (about 2 s, once per process: the tokenizer loads first). The
+second local run imports the training libraries before its clock starts, as a process that has trained before
+(an earlier `evaluate` step, a worker's second search) would have them, so it shows the search's own time outside
+training.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ def child(spec: dict) -> None:
     from curate.engine.config import parse_config
     from curate.engine.runner import run_pipeline
 
+    if spec.get("warm"):  # a process that has trained before: the libraries a training needs are imported
+        import transformers  # noqa: F401
+        from transformers import AutoTokenizer  # noqa: F401
+
+        import curate.models.finetune  # noqa: F401
     config = parse_config(spec["config"], base_dir=ROOT / "configs")
     started = time.perf_counter()
     results = {r.label: r for r in run_pipeline(config)}
@@ -58,13 +67,15 @@ def main() -> None:
         child(json.loads(args.child))
         return
     work = Path(tempfile.mkdtemp(prefix="bench-search-"))
-    engines = {"local threads": ({"kind": "local", "workers": args.workers}, None)}
+    local = {"kind": "local", "workers": args.workers}
+    engines = {"local threads": (local, None, False), "local, libraries imported": (local, None, True)}
     if not args.skip_ray:
-        engines["ray, a proxy per worker"] = ({"kind": "ray", "address": "local", "ray_cpus": args.workers}, 1.0)
+        engines["ray, a proxy per worker"] = ({"kind": "ray", "address": "local", "ray_cpus": args.workers}, 1.0,
+                                              False)
     reports = {}
-    for k, (name, (engine, proxy_cpus)) in enumerate(engines.items()):
+    for k, (name, (engine, proxy_cpus, warm)) in enumerate(engines.items()):
         out = work / f"run-{k}"
-        spec = {"config": config_for(out, engine, args.candidates, args.seeds, proxy_cpus)}
+        spec = {"config": config_for(out, engine, args.candidates, args.seeds, proxy_cpus), "warm": warm}
         proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
                               text=True, check=False, cwd=ROOT)
         if proc.returncode:
@@ -90,8 +101,8 @@ def main() -> None:
             if against else ""
         print(f"  {arm:12s} held-out loss {v['mean']:.3f} (seeds {[round(x, 3) for x in v['heldout_loss']]})"
               f"{interval}")
-    if len(reports) == 2:
-        a, b = reports.values()
+    if not args.skip_ray:
+        a, b = reports["local threads"], reports["ray, a proxy per worker"]
         gap = max(abs(x["loss"] - y["loss"]) for x, y in zip(a["candidates"], b["candidates"], strict=True))
         print(f"\nlargest difference of a proxy's loss between the engines: {gap:.1e} (torch's thread count "
               "changes the order of float sums)")

@@ -21,7 +21,6 @@ selection-minus-random interval; data efficiency) and `loss.png`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -32,14 +31,13 @@ from pydantic import Field, field_validator, model_validator
 
 from curate.data.columns import TRAINING_COLUMNS
 from curate.data.dataset import atomic_write_text
-from curate.data.devices import cuda_available
 from curate.data.errors import CurateError
 from curate.methods import closed_loop
 from curate.methods.leaks import Leak, act_on, find_leaks
 from curate.models.finetune import METRICS_FILE, FinetuneConfig, finetune
 from curate.models.locate import load_tokenizer, named_model_identity
-from curate.stages.base import ArtifactStage, Params, Resources, StageContext, register
-from curate.stages.training_tokens import example_tokens, shared_tokenizer
+from curate.stages.base import ArtifactStage, Params, StageContext, register
+from curate.stages.training_tokens import example_tokens, shared_tokenizer, training_resources
 
 HELDOUT_COLUMNS = (*TRAINING_COLUMNS, "answer")
 RESERVED = ("selection", "random", "full")
@@ -94,11 +92,7 @@ class Evaluate(ArtifactStage):
     uses = ("prompt", "response", "messages")
 
     def configure(self) -> None:
-        device = self.params.finetune.device
-        gpu = device.startswith("cuda") or (device == "auto" and _cuda())
-        # One training at a time per CPU machine (each uses every core); one per GPU.
-        self.resources = Resources(cpus=1 if gpu else float(os.cpu_count() or 1), gpus=1 if gpu else 0,
-                                   memory_gb=4.0)
+        self.resources = training_resources(self.params.finetune)
 
     def reads_steps(self) -> tuple[str, ...]:
         return (self.params.pool, *self.params.arms.values())
@@ -322,7 +316,3 @@ def summarize_arms(plan: dict[str, Any], results: list[dict[str, Any]]) -> dict[
         "seconds": round(unit_seconds, 3), "train_and_measure_seconds": round(work_seconds, 3),
         "overhead_share": round((unit_seconds - work_seconds) / unit_seconds, 4) if unit_seconds else None,
     }
-
-
-def _cuda() -> bool:
-    return cuda_available()

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +38,6 @@ from pydantic import Field
 
 from curate.data.columns import TRAINING_COLUMNS
 from curate.data.dataset import atomic_write_text
-from curate.data.devices import cuda_available
 from curate.data.errors import CurateError
 from curate.data.shards import write_shard
 from curate.methods import closed_loop
@@ -47,9 +46,9 @@ from curate.methods.mixture_search import natural_shares, next_round, sample_wei
 from curate.models.finetune import FinetuneConfig, finetune
 from curate.models.lm_train import LMTrainConfig
 from curate.models.locate import load_tokenizer
-from curate.stages.base import ArtifactStage, Params, Resources, StageContext, register
+from curate.stages.base import ArtifactStage, Params, StageContext, register
 from curate.stages.mixture import SEARCH_FILE, part_copies
-from curate.stages.training_tokens import example_tokens, shared_tokenizer
+from curate.stages.training_tokens import example_tokens, shared_tokenizer, training_resources
 
 _ONE_TRAINING_AT_A_TIME = threading.Lock()  # per process: a training seeds torch's process-wide random state
 PLAN_FILE = "search_plan.json"
@@ -84,6 +83,17 @@ class MixtureSearchParams(Params):
     proxy_cpus: float | None = Field(None, gt=0)
 
 
+@dataclass
+class _Drawn:
+    """A search's parts (dataset, its rows in the part or None for all), each part's per-row training tokens, and
+    the rows the proxies (target) and the validation trainings (held out) are measured on."""
+
+    parts: list[tuple[Any, np.ndarray | None]]
+    tokens: list[np.ndarray]
+    target: list[dict[str, Any]]
+    heldout: list[dict[str, Any]]
+
+
 @register
 class MixtureSearch(ArtifactStage):
     name = "mixture_search"
@@ -97,10 +107,7 @@ class MixtureSearch(ArtifactStage):
     def configure(self) -> None:
         if self.params.by:
             self.needs = ("id", "text", self.params.by)
-        device = self.params.proxy.device
-        gpu = device.startswith("cuda") or (device == "auto" and cuda_available())
-        cpus = self.params.proxy_cpus or (1.0 if gpu else float(os.cpu_count() or 1))
-        self.resources = Resources(cpus=cpus, gpus=1 if gpu else 0, memory_gb=4.0)
+        self.resources = training_resources(self.params.proxy, self.params.proxy_cpus)
 
     def check_inputs(self, labels: list[str]) -> str | None:
         if self.params.by is not None:
@@ -227,15 +234,16 @@ class MixtureSearch(ArtifactStage):
         p = self.params
         plan = json.loads((out_dir / PLAN_FILE).read_text())
         kind, name = unit.split("/")
+        drawn = self._drawn(context, out_dir)
         if kind == "proxy":
             r, k = name.removeprefix("r").split("-")
             weights, seed = np.asarray(plan["rounds"][int(r)][int(k)]), p.seed
-            measure_on = self._rows(context.target, p.objective_rows, p.seed)
+            measure_on = drawn.target
         else:
             arm, seed_name = name.rsplit("-seed-", 1)
             weights, seed = np.asarray(plan["search"]["arms"][arm]), p.seed + int(seed_name)
-            measure_on = self._rows(context.heldout, None, p.seed)
-        rows, taken = self._mixture_rows(context, out_dir, plan, weights, seed)
+            measure_on = drawn.heldout
+        rows, taken = self._mixture_rows(drawn, weights, seed)
         config = p.proxy.model_copy(update={"seed": seed, **({"tokenizer": plan["tokenizer"]}
                                                             if p.proxy.init == "scratch" else {})})
         folder = out_dir / unit
@@ -259,18 +267,28 @@ class MixtureSearch(ArtifactStage):
         picked = np.sort(np.random.default_rng([seed, 3]).permutation(n)[:limit])
         return dataset.take(picked, columns).to_pylist()
 
-    def _mixture_rows(self, context: StageContext, out_dir: Path, plan: dict[str, Any], weights: np.ndarray,
-                      seed: int) -> tuple[list[dict[str, Any]], int]:
+    def _drawn(self, context: StageContext, out_dir: Path) -> _Drawn:
+        """What every unit of this search reads alike, read once per worker (released when the step ends)."""
+        with self._setup_lock:
+            cached = getattr(self, "_drawn_for", None)
+            if cached is None or cached[0] != out_dir:
+                p = self.params
+                parts = list(self._parts(context).values())
+                tokens = [np.load(out_dir / "counts" / f"part-{k}.npy", allow_pickle=False) for k in range(len(parts))]
+                drawn = _Drawn(parts, tokens, self._rows(context.target, p.objective_rows, p.seed),
+                               self._rows(context.heldout, None, p.seed))
+                self._drawn_for = cached = (out_dir, drawn)
+            return cached[1]
+
+    def _mixture_rows(self, drawn: _Drawn, weights: np.ndarray, seed: int) -> tuple[list[dict[str, Any]], int]:
         """The proxy's training rows: from each part, rows (repeated where needed, at most `max_epochs` passes)
         for its weight's share of `tokens`, in one seeded shuffled order."""
         p = self.params
-        parts = self._parts(context)
         rows: list[dict[str, Any]] = []
         taken = 0
-        for k, (data, members) in enumerate(parts.values()):
+        for k, ((data, members), tokens) in enumerate(zip(drawn.parts, drawn.tokens, strict=True)):
             if weights[k] <= 0:
                 continue
-            tokens = np.load(out_dir / "counts" / f"part-{k}.npy", allow_pickle=False)
             rng = np.random.default_rng([seed, k])
             copies, _ = part_copies(tokens.astype(np.float64), np.ones(len(tokens), np.int64),
                                     weights[k] * p.tokens, math.ceil(p.max_epochs), rng)

@@ -1,15 +1,26 @@
 """What the stages that train comparison models (`evaluate`'s arms, `mixture_search`'s proxies) share: one tokenizer
-for every training, and the tokens each row's training example holds, so that budgets count what is trained on."""
+for every training, the tokens each row's training example holds (so that budgets count what is trained on), and
+what each training claims of the machine."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from curate.data.columns import TRAINING_COLUMNS
+from curate.data.devices import cuda_available
 from curate.models.finetune import FinetuneConfig
+from curate.stages.base import Resources
+
+
+def training_resources(config: FinetuneConfig, cpus: float | None = None) -> Resources:
+    """What one comparison training claims: a GPU where it trains on one, else `cpus` (default every core: a
+    CPU training uses them all, so one runs at a time per machine)."""
+    gpu = config.device.startswith("cuda") or (config.device == "auto" and cuda_available())
+    return Resources(cpus=cpus or (1.0 if gpu else float(os.cpu_count() or 1)), gpus=1 if gpu else 0, memory_gb=4.0)
 
 
 def shared_tokenizer(config: FinetuneConfig, pool: Any, out_dir: Path, rows: int, seed: int) -> str | None:

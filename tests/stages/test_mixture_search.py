@@ -193,3 +193,27 @@ def test_parts_split_from_one_step_count_its_tokens_once(tmp_path, monkeypatch):
     assert len(calls) == 1  # three parts, one step: counted once
     report = json.loads((tmp_path / "run" / "models" / "mixture_search" / "search.json").read_text())
     assert set(report["tokens"]) == {"gsm8k", "p3", "noise"} and min(report["tokens"].values()) > 0
+
+
+def test_selection_methods_outputs_are_parts(tmp_path):
+    """`from: [a, b]` over two selection methods' outputs: a targeted one (DSIR towards the GSM8K target) and an
+    untargeted one (kMQ's diverse third of the pool); the search weighs the targeted selection most."""
+    config = search_config(tmp_path, candidates=8, seeds=1, tokens=8000)
+    search = config["stages"][0]["mixture_search"]
+    del search["by"]
+    config["stages"] = [
+        {"dsir": {"label": "targeted", "from": "ingest", "budget": 0.3, "min_words": 0, "seed": 0}},
+        {"embed": {"from": "ingest", "max_seq_length": 64}},
+        {"kmeans_diversity": {"label": "diverse", "clusters": 6, "fraction": 0.34, "niter": 20, "nredo": 1}},
+        {"mixture_search": {**search, "from": ["targeted", "diverse"]}},
+    ]
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(config))
+    curate("run", "search.yaml", "--no-report", cwd=tmp_path)
+    run = tmp_path / "run"
+    targeted = Dataset.open(next(run.glob("stages/*-targeted"))).to_table(["source"]).column("source").to_pylist()
+    assert targeted.count("gsm8k") / len(targeted) > 0.5  # a third of the pool: the parts are what was selected
+    report = json.loads((run / "models" / "mixture_search" / "search.json").read_text())
+    assert report["parts"] == ["targeted", "diverse"]
+    assert report["tokens"]["targeted"] > 0 and report["tokens"]["diverse"] > 0
+    assert report["searched"]["targeted"] > report["natural"]["targeted"] + 0.1  # moved towards the targeted part
+    assert report["best_part"] == "targeted"
