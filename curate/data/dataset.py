@@ -167,16 +167,24 @@ def write_manifest(
 # ---------------------------------------------------------------- reading
 
 
+def positions_by_shard(starts: np.ndarray, indices: Sequence[int] | np.ndarray
+                       ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """For each shard holding some of the global positions `indices` (shards' first rows at `starts`, then the
+    total): (shard, where in `indices` its positions are, those positions within the shard)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    shard_of = np.searchsorted(starts, indices, side="right") - 1
+    for s in np.unique(shard_of).tolist():
+        picked = np.flatnonzero(shard_of == s)
+        yield s, picked, indices[picked] - starts[s]
+
+
 def take_positions(starts: np.ndarray, read_shard: Callable[[int], pa.Table], indices: Sequence[int] | np.ndarray,
                    empty: Callable[[], pa.Table]) -> pa.Table:
     """Rows at global positions `indices` (in that order) of shards whose first rows are at `starts` (one more
     entry: the total), reading only the shards that hold them (`read_shard(k)`)."""
-    indices = np.asarray(indices, dtype=np.int64)
-    shard_of = np.searchsorted(starts, indices, side="right") - 1
     pieces, order = [], []
-    for s in np.unique(shard_of).tolist():
-        picked = np.flatnonzero(shard_of == s)
-        pieces.append(read_shard(s).take(pa.array(indices[picked] - starts[s])))
+    for s, picked, local in positions_by_shard(starts, indices):
+        pieces.append(read_shard(s).take(pa.array(local)))
         order.append(picked)
     if not pieces:
         return empty()

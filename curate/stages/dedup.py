@@ -121,8 +121,10 @@ class Dedup(GlobalStage):
         store = self.summaries
 
         def signatures(positions: np.ndarray) -> np.ndarray:
-            table = store.take(positions, [SIGNATURE]) if store is not None else summary.take(positions)
-            return signature_matrix(table.column(SIGNATURE), p.num_perm)
+            if store is None:
+                return signature_matrix(summary.take(positions).column(SIGNATURE), p.num_perm)
+            dtype = np.dtype(store.schema.field(SIGNATURE).type.value_type.to_pandas_dtype())
+            return store.take_matrix(positions, SIGNATURE, p.num_perm, dtype, fill=np.iinfo(dtype).max)
 
         def texts(local: np.ndarray) -> pa.Array:
             return rows.take(live[local], ["text"]).column("text").combine_chunks()

@@ -217,3 +217,29 @@ def test_selection_methods_outputs_are_parts(tmp_path):
     assert report["tokens"]["targeted"] > 0 and report["tokens"]["diverse"] > 0
     assert report["searched"]["targeted"] > report["natural"]["targeted"] + 0.1  # moved towards the targeted part
     assert report["best_part"] == "targeted"
+
+
+def test_parts_can_be_k_means_clusters_of_the_embeddings(tmp_path):
+    """CLIMB's parts: `kmeans_diversity` keeping every row adds a `cluster` column, the search splits `by: cluster`
+    and the mixture draws the recommended clusters; the cluster that holds the GSM8K rows weighs most."""
+    config = search_config(tmp_path, candidates=8, seeds=1, tokens=8000)
+    search = {**config["stages"][0]["mixture_search"], "by": "cluster"}
+    config["stages"] = [
+        {"embed": {"from": "ingest", "max_seq_length": 64}},
+        {"kmeans_diversity": {"label": "clustered", "clusters": 3, "fraction": 1.0, "quota": "proportional",
+                              "niter": 20, "nredo": 2}},
+        {"mixture_search": search},
+        {"mixture": {"from": "clustered", "by": "cluster", "weights_from": "mixture_search", "tokens": 8000}},
+    ]
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(config))
+    curate("run", "search.yaml", "--no-report", cwd=tmp_path)
+    run = tmp_path / "run"
+    clustered = Dataset.open(next(run.glob("stages/*-clustered"))).to_table(["source", "cluster"]).to_pylist()
+    assert len(clustered) == 720  # every row kept, each with its cluster
+    gsm8k_clusters = [r["cluster"] for r in clustered if r["source"] == "gsm8k"]
+    gsm8k_cluster = str(max(set(gsm8k_clusters), key=gsm8k_clusters.count))
+    report = json.loads((run / "models" / "mixture_search" / "search.json").read_text())
+    assert sorted(report["parts"]) == ["0", "1", "2"]
+    assert max(report["searched"], key=report["searched"].get) == gsm8k_cluster
+    mixture = Dataset.open(next(run.glob("stages/*-mixture"))).to_table(["part"]).column("part").to_pylist()
+    assert mixture.count(gsm8k_cluster) / len(mixture) > 0.5
