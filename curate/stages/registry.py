@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from curate.data.hashing import canonical_json
+from curate.data.heap import return_freed_memory
 
 if TYPE_CHECKING:
     from curate.stages.base import Stage
@@ -117,6 +118,7 @@ def release_stages(name: str | None = None) -> int:
         stage.teardown()
     if released:
         gc.collect()
+        return_freed_memory()  # what the step's threads freed, so that later steps do not start above it
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
