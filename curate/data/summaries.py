@@ -28,10 +28,13 @@ class SummaryShards:
         cols = list(columns) if columns is not None else None
         return pa.concat_tables([pq.read_table(p, columns=cols) for p in self.paths])
 
+    def _read_shard(self, s: int, columns: Sequence[str]) -> pa.Table:
+        return pq.read_table(self.paths[s], columns=list(columns))
+
     def take(self, indices: Sequence[int] | np.ndarray, columns: Sequence[str]) -> pa.Table:
         """Rows at global positions `indices`, in that order, reading one shard at a time."""
         def read(s: int) -> pa.Table:
-            return pq.read_table(self.paths[s], columns=list(columns))
+            return self._read_shard(s, columns)
 
         return take_positions(self.starts, read, indices, lambda: read(0).slice(0, 0) if self.paths else pa.table({}))
 
@@ -42,6 +45,6 @@ class SummaryShards:
         the signatures of every candidate row, 0.9 KB each)."""
         out = np.empty((len(indices), width), dtype)
         for s, picked, local in positions_by_shard(self.starts, indices):
-            part = pq.read_table(self.paths[s], columns=[column]).column(column).take(pa.array(local))
+            part = self._read_shard(s, [column]).column(column).take(pa.array(local))
             out[picked] = column_to_matrix(part, width, dtype, fill)
         return out

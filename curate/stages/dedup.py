@@ -43,11 +43,17 @@ class DedupParams(Params):
     minhash: MinHashParams | None = MinHashParams()
 
 
+def signature_layout(kind: pa.DataType) -> tuple[np.dtype, int]:
+    """A signature column's value dtype (uint32 or uint64) and what fills a row without a signature (its largest)."""
+    dtype = np.dtype(kind.value_type.to_pandas_dtype())
+    return dtype, int(np.iinfo(dtype).max)
+
+
 def signature_matrix(column: pa.Array | pa.ChunkedArray, num_perm: int) -> np.ndarray:
     """A fixed_size_list<uint32|uint64> (or list) column as an (n, num_perm) array of its dtype; null rows are all
     the dtype's largest value (no signature)."""
-    dtype = np.dtype(column.type.value_type.to_pandas_dtype())
-    return column_to_matrix(column, num_perm, dtype, fill=np.iinfo(dtype).max)
+    dtype, fill = signature_layout(column.type)
+    return column_to_matrix(column, num_perm, dtype, fill=fill)
 
 
 @register
@@ -123,8 +129,8 @@ class Dedup(GlobalStage):
         def signatures(positions: np.ndarray) -> np.ndarray:
             if store is None:
                 return signature_matrix(summary.take(positions).column(SIGNATURE), p.num_perm)
-            dtype = np.dtype(store.schema.field(SIGNATURE).type.value_type.to_pandas_dtype())
-            return store.take_matrix(positions, SIGNATURE, p.num_perm, dtype, fill=np.iinfo(dtype).max)
+            dtype, fill = signature_layout(store.schema.field(SIGNATURE).type)
+            return store.take_matrix(positions, SIGNATURE, p.num_perm, dtype, fill=fill)
 
         def texts(local: np.ndarray) -> pa.Array:
             return rows.take(live[local], ["text"]).column("text").combine_chunks()
