@@ -80,6 +80,15 @@ def write_shard(directory: str | Path, name: str, table: pa.Table) -> ShardInfo 
         return writer.close()
 
 
+def readable_shard(path: str | Path) -> bool:
+    """Whether a Parquet file's footer reads (a file cut short or overwritten by something else does not)."""
+    try:
+        pq.read_metadata(path)
+    except (pa.ArrowInvalid, OSError):
+        return False
+    return True
+
+
 def conform_shards(directory: str | Path, shards: Sequence[ShardInfo]) -> list[ShardInfo]:
     """Rewrite, conformed to the dataset's schema, the shards whose schema is not exactly it.
 

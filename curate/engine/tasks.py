@@ -8,6 +8,7 @@ decisions (rows given output positions) are written by `curate.engine.placement`
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from curate.data.hashing import fingerprint
 from curate.data.inputs import StepInput
 from curate.data.progress import progress
 from curate.data.schemas import conform
-from curate.data.shards import ShardWriter, write_shard
+from curate.data.shards import ShardWriter, readable_shard, write_shard
 from curate.data.summaries import SummaryShards
 from curate.engine.placement import check_positions, placed_schema, scatter_shard
 from curate.engine.reuse import reuse_summary, store_summary_key
@@ -35,6 +36,8 @@ from curate.io.ingest import ingest_unit
 from curate.io.sources import InputUnit
 from curate.stages.base import Stage, StageContext
 from curate.stages.decision import PARENT_ID, POSITION, Decision, apply_decision, set_column
+
+log = logging.getLogger("curate")
 
 
 def ingest_task(task: StepTask, unit: InputUnit, shard_rows: int) -> dict[str, Any]:
@@ -128,8 +131,12 @@ def _summary_name(ref: str) -> str:
 def summarize_task(task: StepTask, ref: str) -> str:
     """The map half of a global stage: the shard's summary (ids, signatures, scores)."""
     target = _summary_name(ref)
-    if (Path(task.summary_dir) / target).is_file():
-        return target
+    stored = Path(task.summary_dir) / target
+    if stored.is_file():
+        if readable_shard(stored):
+            return target
+        log.warning("%s: the stored summary %s is damaged (its Parquet footer does not read); summarizing the "
+                    "shard again", task.label, stored)
     step_input = task.input()
     key = task.shard_key(step_input, ref, "summary")
     if key and reuse_summary(Path(task.summary_dir) / target, key, task.other_summaries):
